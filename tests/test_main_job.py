@@ -1,0 +1,56 @@
+"""The real pretrained model on the real corpus, and the main job end to end (small sizes)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xdlearn import cli, data, evaluate, models, train
+
+
+@pytest.mark.slow
+def test_fine_tuned_minilm_beats_chance_on_a_held_out_target_domain():
+    splits = data.domain_splits(["movies", "products"], seed=0, test_size=300, validation_size=50)
+    model, tokenizer = models.load_pretrained(labels=data.BINARY)
+    source = data.sample_labels(splits["movies"]["train"], 600, seed=0, balanced=False)
+    train.fit(model, source, tokenizer=tokenizer, epochs=2, progress=False)
+    scores = evaluate.evaluate(model, splits["products"]["test"], tokenizer)
+    labels = list(splits["products"]["test"]["label"])
+    majority = max(labels.count(0), labels.count(1)) / len(labels)
+    assert scores["accuracy"] > majority + 0.05, (scores, majority)
+    assert scores["macro_f1"] > 0.6
+
+
+@pytest.mark.slow
+def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
+    from transformers import pipeline
+    out = tmp_path / "report"
+    code = cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "96",
+                     "--budget", "32", "--epochs", "1", "--target-epochs", "1", "--test-size", "40",
+                     "--validation-size", "20", "--source-only", "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert str(out) in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["target"]) == {"source_only", "in_domain", "target_only", "source_then_target"}
+    assert 0 <= results["target"]["source_then_target"] <= 1
+    assert list(results["transfer_matrix"]) == ["products"]
+    report = (out / "report.md").read_text()
+    assert "transfer_matrix.png" in report and (out / "transfer_matrix.png").stat().st_size > 1000
+    assert f"{100 * results['target']['source_only']:.1f}%" in report
+    classify = pipeline("text-classification", model=str(out / "model"), device=-1)
+    assert classify("what a lovely day")[0]["label"] in ("negative", "positive")
+    # a second run never overwrites the first
+    assert cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "16",
+                     "--budget", "8", "--epochs", "1", "--target-epochs", "1", "--test-size", "8",
+                     "--validation-size", "8", "--source-only", "--no-progress", "--out", str(out)]) == 0
+    assert (out / "results.json").read_text() == json.dumps(results, indent=2)
+    assert len([p for p in out.iterdir() if p.name.startswith("run-")]) == 1
+
+
+def test_bad_options_exit_with_a_clear_message(capsys):
+    assert cli.main(["run", "--source", "reddit"]) == 2
+    assert "source='reddit' is not a domain" in capsys.readouterr().err
+    assert cli.main(["--source", "movies", "--target", "movies"]) == 2
+    assert "both 'movies'" in capsys.readouterr().err
+    assert cli.main(["run", "--budget", "0"]) == 2
+    assert "budget must be at least 1" in capsys.readouterr().err

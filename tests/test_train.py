@@ -1,0 +1,98 @@
+"""The one loop: it learns, logs, regularises, checkpoints and resumes exactly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xdlearn import objectives, train
+from conftest import make_tiny_model
+
+
+def test_loss_goes_down_and_the_model_learns(tiny_model, tokenizer, toy):
+    history = train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=6, lr=2e-3,
+                        batch_size=16, eval_data=toy["test"], progress=False)
+    losses = history.losses()
+    assert len(losses) == 6 * 16
+    assert sum(losses[-16:]) / 16 < 0.6 * sum(losses[:16]) / 16
+    assert history.last["validation/accuracy"] > 0.9
+    assert history.epochs[0]["examples_per_second"] > 0
+    lrs = [row["lr"] for row in history.steps]
+    assert max(lrs) == pytest.approx(2e-3) and lrs[-1] < lrs[len(lrs) // 2]  # warm-up, then decay
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfterFirstEpoch:
+    def on_step(self, history):
+        pass
+
+    def on_epoch(self, history):
+        raise Interrupt
+
+
+def test_resume_after_an_interruption_gives_identical_weights(tokenizer, toy, tmp_path):
+    settings = dict(tokenizer=tokenizer, epochs=2, lr=1e-3, batch_size=32, progress=False)
+    straight = make_tiny_model(seed=5)
+    full = train.fit(straight, toy["train"], **settings)
+
+    resumed = make_tiny_model(seed=5)
+    with pytest.raises(Interrupt):
+        train.fit(resumed, toy["train"], checkpoint_dir=tmp_path, monitor=StopAfterFirstEpoch(), **settings)
+    fresh = make_tiny_model(seed=99)  # a new process would start from scratch weights
+    history = train.fit(fresh, toy["train"], checkpoint_dir=tmp_path, resume=True, **settings)
+    assert history.losses() == full.losses()
+    for (name, a), (_, b) in zip(straight.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_a_checkpoint_from_other_settings(tiny_model, tokenizer, toy, tmp_path):
+    train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="different run"):
+        train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=3, progress=False,
+                  checkpoint_dir=tmp_path, resume=True)
+
+
+def test_regularizers_add_to_the_loss(tiny_model, tokenizer, toy):
+    calls = []
+    def penalty(model):
+        calls.append(1)
+        return torch.tensor(5.0)
+    plain = train.fit(make_tiny_model(), toy["train"], tokenizer=tokenizer, epochs=1, progress=False)
+    regular = train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, progress=False,
+                        regularizers=[penalty])
+    assert len(calls) == len(regular.steps)
+    assert regular.losses()[0] == pytest.approx(plain.losses()[0] + 5.0, rel=1e-5)
+
+
+class ScaledCrossEntropy(objectives.Objective):
+    """An objective with a parameter of its own: fit must train it too."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, model, batch):
+        logits = model(**objectives.model_inputs(batch)).logits * self.scale
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        return {"loss": loss, "logits": logits, "scale": self.scale.detach()}
+
+
+def test_objective_parameters_are_optimised_and_extra_scalars_logged(tiny_model, tokenizer, toy):
+    objective = ScaledCrossEntropy()
+    history = train.fit(tiny_model, toy["train"], objective, tokenizer=tokenizer, epochs=1,
+                        lr=1e-2, progress=False)
+    assert objective.scale.item() != 1.0
+    assert history.steps[-1]["scale"] == pytest.approx(objective.scale.item())
+
+
+def test_history_round_trips_through_json(tiny_model, tokenizer, toy, tmp_path):
+    history = train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, progress=False)
+    history.save(tmp_path / "h.json")
+    assert train.History.load(tmp_path / "h.json").to_dict() == history.to_dict()
+
+
+def test_bad_training_data_is_rejected(tiny_model):
+    with pytest.raises(TypeError, match="expected a datasets.Dataset"):
+        train.fit(tiny_model, ["a list", "of strings"], progress=False)

@@ -1,0 +1,7 @@
+"""xdlearn: cross-domain learning (fine-tuning and knowledge distillation) taught on a CPU.
+
+The modules, in the order data flows through them: ``data`` (corpora, splits, batches), ``models``
+(pretrained models offline, sizes), ``objectives`` and ``train`` (one loop, many losses),
+``evaluate`` (metrics across domains), ``plots`` and ``widgets`` (pictures and interaction).
+"""
+__version__ = "0.1.0"

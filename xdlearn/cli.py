@@ -1,0 +1,70 @@
+"""The ``xdlearn`` command: the main job, headless.
+
+    xdlearn                      # = xdlearn run: domain gap + fine-tuning for the target, with a report
+    xdlearn run --source products --target movies --budget 64 --out my-report
+    xdlearn fetch                # download and verify the default corpus, print where it is cached
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from .job import JobConfig
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    """One option per JobConfig field, with the field's default shown in --help."""
+    defaults = JobConfig()
+    helps = {"source": "domain to learn from", "target": "domain to adapt to",
+             "budget": "target labels for fine-tuning", "train_size": "labels per domain on the source side",
+             "epochs": "epochs on source data", "target_epochs": "epochs on the target budget",
+             "test_size": "test sentences per domain", "validation_size": "validation sentences per domain",
+             "model": "model name or directory (default: offline MiniLM-L6)", "batch_size": "batch size",
+             "lr": "peak learning rate", "seed": "random seed"}
+    for f in fields(JobConfig):
+        if f.name in ("matrix", "progress"):
+            continue
+        value = getattr(defaults, f.name)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
+                            help=f"{helps.get(f.name, f.name)} (default: {value})")
+    parser.add_argument("--source-only", action="store_true",
+                        help="train on the source domain only instead of the full transfer matrix")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--out", default=None, help="output folder (default: ./xdlearn-output)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="xdlearn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    _add_job_options(sub.add_parser("run", help="the main job (default)"))
+    sub.add_parser("fetch", help="download, verify and cache the default corpus")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xdlearn`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "run")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "fetch":
+            from .corpus import corpus_dir
+            print(corpus_dir())
+            return 0
+        from .job import run_main_job
+        options = {f.name: getattr(args, f.name) for f in fields(JobConfig)
+                   if f.name not in ("matrix", "progress")}
+        cfg = JobConfig(**options, matrix=not args.source_only, progress=not args.no_progress)
+        run_main_job(cfg, args.out)
+        return 0
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"xdlearn: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

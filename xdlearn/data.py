@@ -1,0 +1,358 @@
+"""Corpora and domains as ``datasets`` objects, splits, your own files, and batches with dynamic padding.
+
+Every loader returns rows with the same columns, ``text``, ``label`` (a ``ClassLabel``) and ``domain``,
+so the same label id means the same class in every domain and every source.
+"""
+from __future__ import annotations
+
+import html
+import math
+import random
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import datasets
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from torch.utils.data import DataLoader, Sampler
+
+from . import corpus
+
+BINARY = ("negative", "positive")
+THREE_CLASS = ("negative", "neutral", "positive")
+
+
+class DataError(ValueError):
+    """Input data is unusable; the message names the file, column or value at fault."""
+
+
+def features(labels: Sequence[str]) -> Features:
+    """The one schema every loader produces, so datasets from different sources concatenate."""
+    return Features({"text": Value("string"), "label": ClassLabel(names=list(labels)),
+                     "domain": Value("string")})
+
+
+def rating_to_label(rating: float, num_classes: int = 2, threshold: float = 0.5) -> int | None:
+    """Map a mean rating on -4..+4 to a class id; None drops a sentence too neutral for binary labels."""
+    if num_classes == 2:
+        if abs(rating) < threshold:
+            return None
+        return int(rating > 0)
+    if num_classes == 3:
+        return 1 if abs(rating) < threshold else (2 if rating > 0 else 0)
+    raise DataError(f"num_classes must be 2 or 3, got {num_classes}")
+
+
+def load_corpus(domains: Sequence[str] | None = None, num_classes: int = 2,
+                threshold: float = 0.5) -> DatasetDict:
+    """Load the default four-domain corpus (fetched and cached on first use), one Dataset per domain."""
+    domains = list(domains or corpus.DOMAINS)
+    unknown = [d for d in domains if d not in corpus.DOMAIN_FILES]
+    if unknown:
+        raise DataError(f"unknown domain(s) {unknown}; the corpus has {list(corpus.DOMAINS)}")
+    root = corpus.corpus_dir()
+    labels = BINARY if num_classes == 2 else THREE_CLASS
+    out = {}
+    for domain in domains:
+        rows = corpus.parse_ratings_file(root / corpus.DOMAIN_FILES[domain])
+        kept = [(r["text"], rating_to_label(r["rating"], num_classes, threshold)) for r in rows]
+        kept = [(t, y) for t, y in kept if y is not None]
+        out[domain] = Dataset.from_dict(
+            {"text": [t for t, _ in kept], "label": [y for _, y in kept], "domain": [domain] * len(kept)},
+            features=features(labels))
+    return DatasetDict(out)
+
+
+def split(ds: Dataset, seed: int = 0, test_size: float | int = 0.2,
+          validation_size: float | int = 0.1) -> DatasetDict:
+    """Split one domain into train / validation / test, the same way for the same seed on any machine."""
+    n = len(ds)
+    n_test = test_size if isinstance(test_size, int) else round(n * test_size)
+    n_val = validation_size if isinstance(validation_size, int) else round(n * validation_size)
+    if n_test + n_val >= n:
+        raise DataError(f"test ({n_test}) + validation ({n_val}) leave no training rows of {n}")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return DatasetDict({"test": ds.select(order[:n_test]),
+                        "validation": ds.select(order[n_test:n_test + n_val]),
+                        "train": ds.select(order[n_test + n_val:])})
+
+
+def sample_labels(ds: Dataset, n: int, seed: int = 0, balanced: bool = True) -> Dataset:
+    """Take a label budget of ``n`` rows, class-balanced when possible, as a scarce-label target would be."""
+    if n >= len(ds):
+        return ds
+    rng = random.Random(seed)
+    if not balanced:
+        return ds.select(sorted(rng.sample(range(len(ds)), n)))
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(ds["label"]):
+        by_class.setdefault(y, []).append(i)
+    for rows in by_class.values():
+        rng.shuffle(rows)
+    picked, k = [], 0
+    while len(picked) < n:  # round-robin over classes until the budget is spent
+        for rows in by_class.values():
+            if k < len(rows) and len(picked) < n:
+                picked.append(rows[k])
+        k += 1
+    return ds.select(sorted(picked))
+
+
+def unlabeled(ds: Dataset) -> Dataset:
+    """The text of a split without its labels: the pool an unsupervised method may read."""
+    return ds.remove_columns([c for c in ds.column_names if c not in ("text", "domain")])
+
+
+def domain_splits(domains: Sequence[str] | None = None, seed: int = 0, num_classes: int = 2,
+                  test_size: float | int = 0.2, validation_size: float | int = 0.1,
+                  max_train: int | None = None) -> dict[str, DatasetDict]:
+    """Load the corpus and split every domain: ``{domain: DatasetDict(train, validation, test)}``."""
+    loaded = load_corpus(domains, num_classes=num_classes)
+    out = {}
+    for name, ds in loaded.items():
+        parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size)
+        if max_train is not None:
+            parts["train"] = sample_labels(parts["train"], max_train, seed=seed, balanced=False)
+        out[name] = parts
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own data: tables, hub datasets, the Amazon multi-domain review layout
+# ---------------------------------------------------------------------------------------------
+_READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl",
+            ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _read_frame(path: Path, fmt: str):
+    """Read a table with pandas, turning parser failures into errors that name the file."""
+    import pandas as pd
+    try:
+        if fmt in ("csv", "tsv"):
+            return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str,
+                               keep_default_na=False, on_bad_lines="error")
+        if fmt in ("json", "jsonl"):
+            lines = fmt == "jsonl" or path.read_text(encoding="utf-8").lstrip()[:1] != "["
+            return pd.read_json(path, lines=lines, dtype=False)
+        return pd.read_parquet(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+        raise DataError(f"{path}: cannot be read as {fmt.upper()}: {err}") from None
+
+
+def _label_ids(values: list, labels: list[str] | None, where: str) -> tuple[list[int], list[str]]:
+    """Turn raw label values (names or ids) into ids of ``labels``, naming the first unknown value."""
+    as_text = [str(v).strip() for v in values]
+    if labels is None:
+        labels = sorted(set(as_text), key=lambda s: (not s.lstrip("-").isdigit(),
+                                                     int(s) if s.lstrip("-").isdigit() else 0, s))
+    index = {name: i for i, name in enumerate(labels)}
+    ids = []
+    for row, value in enumerate(as_text):
+        if value in index:
+            ids.append(index[value])
+        elif value.isdigit() and int(value) < len(labels):
+            ids.append(int(value))
+        else:
+            raise DataError(f"{where}, row {row + 1}: label {value!r} is not one of {labels}")
+    return ids, list(labels)
+
+
+def load_table(path: str | Path, text_column: str = "text", label_column: str = "label",
+               domain_column: str | None = None, labels: Sequence[str] | None = None,
+               domain: str | None = None, format: str | None = None) -> Dataset:
+    """Load your CSV / TSV / JSON(L) / Parquet file into the common schema, checking every row."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    fmt = format or _READERS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown format {path.suffix!r}; pass format= one of "
+                        f"{sorted(set(_READERS.values()))}")
+    frame = _read_frame(path, fmt)
+    wanted = [c for c in (text_column, label_column, domain_column) if c]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
+    texts = ["" if v is None else str(v) for v in frame[text_column].tolist()]
+    empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise DataError(f"{path}: column {text_column!r} is empty in row(s) {empty[:10]}")
+    ids, names = _label_ids(frame[label_column].tolist(), list(labels) if labels else None,
+                            f"{path}, column {label_column!r}")
+    domains = ([str(v) for v in frame[domain_column].tolist()] if domain_column
+               else [domain or path.stem] * len(texts))
+    return Dataset.from_dict({"text": texts, "label": ids, "domain": domains}, features=features(names))
+
+
+def load_hub(name: str, split: str = "train", text_column: str = "text", label_column: str = "label",
+             domain: str | None = None, config: str | None = None) -> Dataset:
+    """Load a Hugging Face hub dataset (needs the network) into the common schema."""
+    try:
+        raw = datasets.load_dataset(name, config, split=split)
+    except Exception as err:  # the hub raises many types; all mean the same to a learner
+        raise DataError(f"could not load hub dataset {name!r} ({type(err).__name__}: {err}). "
+                        "Offline, use load_corpus() (the built-in default) or load_table(path).") from None
+    for column in (text_column, label_column):
+        if column not in raw.column_names:
+            raise DataError(f"hub dataset {name!r}: no column {column!r}; it has {raw.column_names}")
+    feature = raw.features[label_column]
+    names = feature.names if isinstance(feature, ClassLabel) else None
+    values = [names[v] for v in raw[label_column]] if names else list(raw[label_column])
+    ids, names = _label_ids(values, names, f"hub dataset {name!r}, column {label_column!r}")
+    return Dataset.from_dict({"text": list(raw[text_column]), "label": ids,
+                              "domain": [domain or name] * len(ids)}, features=features(names))
+
+
+_REVIEW = re.compile(r"<review>(.*?)</review>", re.S)
+
+
+def _field(block: str, tag: str) -> str:
+    """One field of a pseudo-XML review block; raw '&' and stray markup are tolerated, not parsed."""
+    match = re.search(rf"<{tag}>(.*?)</{tag}>", block, re.S)
+    return html.unescape(match.group(1).strip()) if match else ""
+
+
+def parse_review_file(path: str | Path, include_title: bool = False) -> list[str]:
+    """Read one ``positive.review`` / ``negative.review`` file of the Blitzer et al. (2007) layout."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # the published files mix encodings
+    reviews = []
+    for block in _REVIEW.findall(text):
+        body = _field(block, "review_text")
+        title = _field(block, "title")
+        body = f"{title}. {body}" if include_title and title else body
+        if body:
+            reviews.append(" ".join(body.split()))
+    if not reviews and text.strip():
+        raise DataError(f"{path}: no <review>...<review_text> blocks found; is this a .review file?")
+    return reviews
+
+
+def load_amazon_reviews(root: str | Path, domains: Sequence[str] | None = None,
+                        include_title: bool = False) -> DatasetDict:
+    """Load ``<root>/<domain>/{positive,negative}.review`` into one binary-labelled Dataset per domain."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory of <domain>/positive.review files")
+    found = sorted(p.name for p in root.iterdir() if (p / "positive.review").exists())
+    domains = list(domains or found)
+    out = {}
+    for domain in domains:
+        texts, ids = [], []
+        for label_id, name in enumerate(BINARY):
+            path = root / domain / f"{name}.review"
+            if not path.exists():
+                raise DataError(f"{path}: missing; each domain needs positive.review and negative.review")
+            reviews = parse_review_file(path, include_title)
+            texts += reviews
+            ids += [label_id] * len(reviews)
+        out[domain] = Dataset.from_dict({"text": texts, "label": ids, "domain": [domain] * len(ids)},
+                                        features=features(BINARY))
+    return DatasetDict(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation and batches
+# ---------------------------------------------------------------------------------------------
+def tokenize(ds: Dataset, tokenizer, max_length: int = 128) -> Dataset:
+    """Add ``input_ids`` / ``attention_mask`` without padding: padding happens per batch, later."""
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+    was_disabled = datasets.is_progress_bar_enabled() is False
+    datasets.disable_progress_bars()  # a bar per map() would drown the training bars
+    try:
+        return ds.map(encode, batched=True, load_from_cache_file=False,
+                      remove_columns=[c for c in ("input_ids", "attention_mask", "token_type_ids")
+                                      if c in ds.column_names])
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar length in random order: little padding, still a shuffled epoch.
+
+    Indices are shuffled, cut into chunks of ``batch_size * chunk_batches``, each chunk is sorted
+    by length and cut into batches, and the batches are shuffled. ``set_epoch`` reseeds, so epoch
+    ``e`` of a resumed run sees exactly the batches it would have seen without the interruption.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0,
+                 shuffle: bool = True, chunk_batches: int = 50, drop_last: bool = False):
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.shuffle, self.chunk_batches, self.drop_last, self.epoch = shuffle, chunk_batches, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order to produce (called by the training loop)."""
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """The epoch's batches, computed deterministically from seed and epoch."""
+        order = list(range(len(self.lengths)))
+        if not self.shuffle:  # evaluation: sort by length only, the caller restores the order
+            order.sort(key=lambda i: self.lengths[i])
+            return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        rng.shuffle(order)
+        chunk = self.batch_size * self.chunk_batches
+        out = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
+            out += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        if self.drop_last and out and len(out[-1]) < self.batch_size:
+            out.pop()
+        rng.shuffle(out)
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        n = len(self.lengths) / self.batch_size
+        return math.floor(n) if self.drop_last else math.ceil(n)
+
+
+class PadCollator:
+    """Pad a list of tokenised rows to the longest in the batch and stack them as tensors."""
+
+    def __init__(self, pad_token_id: int = 0, keys: Sequence[str] = ("input_ids", "attention_mask",
+                                                                      "token_type_ids")):
+        self.pad_token_id, self.keys = pad_token_id, keys
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        batch = {}
+        for key in self.keys:
+            if key in rows[0]:
+                fill = self.pad_token_id if key == "input_ids" else 0
+                batch[key] = torch.tensor([list(r[key]) + [fill] * (width - len(r[key])) for r in rows])
+        for key, value in rows[0].items():  # labels, teacher logits, domain ids... ride along
+            if key not in batch and isinstance(value, (int, float, list)) and key not in self.keys:
+                batch["labels" if key == "label" else key] = torch.tensor([r[key] for r in rows])
+        return batch
+
+
+def make_loader(ds: Dataset, tokenizer=None, batch_size: int = 32, shuffle: bool = True,
+                seed: int = 0, max_length: int = 128, group_by_length: bool = True) -> DataLoader:
+    """A DataLoader over ``ds`` with dynamic padding and (by default) length-grouped batches."""
+    if "input_ids" not in ds.column_names:
+        if tokenizer is None:
+            raise DataError("dataset is not tokenised: pass tokenizer= (or call xdlearn.data.tokenize)")
+        ds = tokenize(ds, tokenizer, max_length)
+    keep = [c for c in ds.column_names if c not in ("text", "domain")]
+    ds = ds.select_columns(keep)
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    lengths = [len(x) for x in ds["input_ids"]]
+    if group_by_length:
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed, shuffle=shuffle)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(pad_id))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=PadCollator(pad_id))
+

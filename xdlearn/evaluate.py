@@ -1,0 +1,141 @@
+"""How good is a model, and where: accuracy, macro-F1, calibration, confusion, domains, transfer.
+
+Metrics are plain functions of probabilities and labels, so they work for any model, including the
+students of later lessons; ``predict`` is the one place a model is run for evaluation.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+
+from .data import make_loader
+from .objectives import model_inputs
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
+            max_length: int = 128) -> np.ndarray:
+    """Logits for every row of ``data``, in the dataset's order (batches run sorted by length)."""
+    loader = make_loader(data, tokenizer, batch_size=batch_size, shuffle=False, max_length=max_length)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for batch in loader:
+        outputs.append(model(**model_inputs(batch)).logits.float())
+    model.train(was_training)
+    logits = torch.cat(outputs).numpy()
+    order = [i for batch in loader.batch_sampler for i in batch]
+    restored = np.empty_like(logits)
+    restored[order] = logits
+    return restored
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities from logits, numerically stable."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
+    """Fraction predicted right."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return float((labels == predictions).mean()) if len(labels) else float("nan")
+
+
+def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
+    """Counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def macro_f1(labels: Sequence[int], predictions: Sequence[int], num_classes: int | None = None) -> float:
+    """Mean F1 over classes: a majority-class guesser scores low even when classes are imbalanced."""
+    num_classes = num_classes or int(max(max(labels), max(predictions)) + 1)
+    m = confusion_matrix(labels, predictions, num_classes)
+    tp = np.diag(m).astype(float)
+    precision = np.divide(tp, m.sum(0), out=np.zeros_like(tp), where=m.sum(0) > 0)
+    recall = np.divide(tp, m.sum(1), out=np.zeros_like(tp), where=m.sum(1) > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return float(f1.mean())
+
+
+def expected_calibration_error(probs: np.ndarray, labels: Sequence[int], n_bins: int = 10) -> float:
+    r"""ECE: :math:`\sum_b \frac{|B_b|}{N}\,|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|` over confidence bins."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    confidence, predicted = probs.max(-1), probs.argmax(-1)
+    correct = (predicted == labels).astype(float)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+def metrics_from_logits(logits: np.ndarray, labels: Sequence[int]) -> dict:
+    """Accuracy, macro-F1, ECE and the confusion matrix of one set of predictions."""
+    probs = softmax(logits)
+    predictions = probs.argmax(-1)
+    k = probs.shape[-1]
+    return {"accuracy": accuracy(labels, predictions), "macro_f1": macro_f1(labels, predictions, k),
+            "ece": expected_calibration_error(probs, labels), "n": int(len(labels)),
+            "confusion": confusion_matrix(labels, predictions, k).tolist()}
+
+
+def evaluate(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
+             max_length: int = 128) -> dict:
+    """Run ``model`` on a labelled Dataset and return its metrics."""
+    if "label" not in data.column_names:
+        raise ValueError("evaluate() needs a 'label' column; unlabeled text can only be predicted")
+    return metrics_from_logits(predict(model, data, tokenizer, batch_size, max_length), list(data["label"]))
+
+
+def evaluate_domains(model: nn.Module, domains: Mapping[str, Dataset], tokenizer=None,
+                     batch_size: int = 64, max_length: int = 128) -> dict[str, dict]:
+    """The same model evaluated on several domains: ``{domain: metrics}``."""
+    return {name: evaluate(model, ds, tokenizer, batch_size, max_length) for name, ds in domains.items()}
+
+
+def agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
+    """How often two models predict the same class (e.g. a student and its teacher)."""
+    return float((np.asarray(logits_a).argmax(-1) == np.asarray(logits_b).argmax(-1)).mean())
+
+
+def transfer_matrix(train_fn: Callable[[str], tuple], train_sets: Mapping[str, Dataset],
+                    test_sets: Mapping[str, Dataset], metric: str = "accuracy"):
+    """Train on each source domain, test on every target: a DataFrame, rows = source, columns = target.
+
+    ``train_fn(source)`` returns ``(model, tokenizer)`` trained on ``train_sets[source]``; the
+    diagonal is in-domain performance and the rest of each row shows what the domain gap costs.
+    """
+    import pandas as pd
+    rows = {}
+    for source in train_sets:
+        model, tokenizer = train_fn(source)
+        scores = evaluate_domains(model, test_sets, tokenizer)
+        rows[source] = {target: scores[target][metric] for target in test_sets}
+    frame = pd.DataFrame(rows).T
+    frame.index.name, frame.columns.name = "trained on", "tested on"
+    return frame
+
+
+@torch.no_grad()
+def latency(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 32,
+            repeats: int = 1, max_length: int = 128) -> dict:
+    """Measured inference throughput (examples/second) of ``model`` over ``data``."""
+    predict(model, data.select(range(min(len(data), batch_size))), tokenizer, batch_size, max_length)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        predict(model, data, tokenizer, batch_size, max_length)
+    seconds = (time.perf_counter() - started) / repeats
+    return {"examples_per_second": len(data) / seconds, "seconds": seconds, "n": len(data)}

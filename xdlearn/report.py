@@ -1,0 +1,73 @@
+"""Turn the main job's results into ``report.md`` with figures, and ``results.json`` with every number."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import plots
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def write_report(results: dict, matrix, source_history, target_history, out: Path) -> Path:
+    """Write figures, ``results.json`` and a readable ``report.md`` into ``out``."""
+    cfg, tgt = results["config"], results["target"]
+    plots.save_figure(plots.plot_transfer_matrix(matrix), out / "transfer_matrix.png")
+    bars = {"source only": tgt["source_only"], f"{cfg['budget']} target labels": tgt["target_only"],
+            f"source + {cfg['budget']} target labels": tgt["source_then_target"]}
+    if tgt["in_domain"] is not None:
+        bars[f"in-domain ({cfg['train_size']} labels)"] = tgt["in_domain"]
+    plots.save_figure(plots.plot_bars(bars, title=f"accuracy on {cfg['target']} (test)"), out / "target.png")
+    plots.save_figure(source_history.plot(title=f"fine-tuning on {cfg['source']}"), out / "source_loss.png")
+    plots.save_figure(target_history.plot(title=f"then on {cfg['budget']} {cfg['target']} labels"),
+                      out / "target_loss.png")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    header = ["trained on \\ tested on"] + list(matrix.columns)
+    rows = [[s] + [_pct(v) for v in row] for s, row in matrix.iterrows()]
+    forget = results["forgetting"]
+    text = f"""# xdlearn report: {cfg['source']} -> {cfg['target']}
+
+Model `{cfg['model']}` ({results['model']['parameters']:,} parameters), seed {cfg['seed']}.
+Wall time {results['wall_seconds']:.0f} s, peak memory {results['peak_memory_mb']:.0f} MB.
+
+## 1. The domain gap
+Each row is a model fine-tuned on {cfg['train_size']} labelled sentences of one domain
+({cfg['epochs']} epochs); each column is a test set of {cfg['test_size']} sentences.
+
+{_table(rows, header)}
+
+![transfer matrix](transfer_matrix.png)
+
+## 2. Fine-tuning for the target ({cfg['target']})
+{_table([[k, _pct(v)] for k, v in bars.items()], ["model", f"accuracy on {cfg['target']}"])}
+
+![target accuracy](target.png)
+
+Fine-tuning on {cfg['budget']} {cfg['target']} labels moved the {cfg['source']} model from
+{_pct(tgt['source_only'])} to {_pct(tgt['source_then_target'])} on {cfg['target']}; its accuracy on
+{cfg['source']} went from {_pct(forget['source_accuracy_before'])} to {_pct(forget['source_accuracy_after'])}
+(forgetting).
+
+![source training](source_loss.png) ![target training](target_loss.png)
+
+## 3. The saved model
+`{results['model']['path']}` ({results['model']['size_mb']} MB) loads with
+`transformers.pipeline("text-classification", model=...)`:
+
+{_table([[e['text'][:70], e['label'], f"{e['score']:.3f}"] for e in results['model']['examples']],
+        ["text", "label", "score"])}
+
+Every number above is in `results.json`.
+"""
+    path = out / "report.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,238 @@
+"""ONE training loop, written to be read: ``fit(model, data, objective)``.
+
+Fine-tuning, distillation, masked-LM and domain-adversarial training differ only in the objective
+(see ``objectives.py``); they all run through the loop below. Accelerate places tensors and, under
+``torchrun --nproc_per_node 2``, shards batches and averages gradients; in a notebook it is a no-op.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import make_loader
+from .objectives import CrossEntropy, Objective, accuracy_of
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run can be repeated exactly."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class History:
+    """What happened during training: one row per optimiser step and one per epoch."""
+
+    steps: list[dict] = field(default_factory=list)
+    epochs: list[dict] = field(default_factory=list)
+
+    def losses(self) -> list[float]:
+        """Per-step training losses, in order."""
+        return [row["loss"] for row in self.steps]
+
+    def metric(self, name: str) -> list[float]:
+        """One per-epoch metric (e.g. ``"validation/accuracy"``) across epochs."""
+        return [row[name] for row in self.epochs if name in row]
+
+    @property
+    def last(self) -> dict:
+        """The final epoch's row (empty before the first epoch ends)."""
+        return self.epochs[-1] if self.epochs else {}
+
+    def to_dict(self) -> dict:
+        """Plain data, ready for JSON."""
+        return {"steps": self.steps, "epochs": self.epochs}
+
+    def save(self, path: str | Path) -> None:
+        """Write the history as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "History":
+        """Read a history written by ``save``."""
+        data = json.loads(Path(path).read_text())
+        return cls(steps=data["steps"], epochs=data["epochs"])
+
+    def plot(self, ax=None, **kwargs):
+        """Loss curve with per-epoch metrics (see ``xdlearn.plots.plot_history``)."""
+        from .plots import plot_history
+        return plot_history(self, ax=ax, **kwargs)
+
+
+def as_loader(data, tokenizer, batch_size: int, seed: int, max_length: int, shuffle: bool) -> DataLoader:
+    """Accept a Dataset (raw or tokenised) or a ready DataLoader."""
+    if isinstance(data, DataLoader):
+        return data
+    if not isinstance(data, Dataset):
+        raise TypeError(f"expected a datasets.Dataset or DataLoader, got {type(data).__name__}")
+    return make_loader(data, tokenizer, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       max_length=max_length)
+
+
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
+                     extra: Iterable[nn.Parameter] = ()) -> list[dict]:
+    """AdamW groups: decay weights, but not biases and LayerNorm (standard BERT practice)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():  # frozen ones too: unfreezing may wake them later
+        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+              {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    extra = list(extra)
+    if extra:
+        groups.append({"params": extra, "weight_decay": weight_decay, "lr": lr})
+    return [g for g in groups if g["params"]]
+
+
+def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    """Learning rate rises linearly for ``warmup_steps``, then falls linearly to 0 at ``total_steps``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _checkpoint_path(checkpoint_dir) -> Path | None:
+    return Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+
+
+def save_checkpoint(path: Path, model, objective, optimizer, scheduler, epoch: int,
+                    history: History, run: dict) -> None:
+    """Everything needed to continue after epoch ``epoch``, written atomically (no torn files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"model": model.state_dict(), "objective": objective.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch, "history": history.to_dict(), "run": run,
+             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                     "numpy": np.random.get_state()}}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, objective, optimizer, scheduler, run: dict) -> tuple[int, History, dict]:
+    """Restore a checkpoint; returns the first epoch still to train, the history so far, the RNG states."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
+    if changed:
+        raise ValueError(f"{path}: checkpoint is from a different run; settings differ "
+                         f"(saved, now): {changed}. Use another checkpoint_dir or resume=False.")
+    model.load_state_dict(state["model"])
+    objective.load_state_dict(state["objective"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"] + 1, History(**state["history"]), state["rng"]
+
+
+def restore_rng(rng: dict | None) -> None:
+    """Put the random generators back where a checkpoint left them (dropout masks continue exactly)."""
+    if rng:
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+
+
+def evaluate_during_training(model, eval_data, tokenizer, batch_size: int, max_length: int) -> dict:
+    """Metrics for every evaluation set: ``{"<name>/accuracy": ..., "<name>/macro_f1": ...}``."""
+    from .evaluate import evaluate
+    if eval_data is None:
+        return {}
+    sets = eval_data if isinstance(eval_data, Mapping) else {"validation": eval_data}
+    out = {}
+    for name, ds in sets.items():
+        metrics = evaluate(model, ds, tokenizer, batch_size=batch_size * 2, max_length=max_length)
+        out.update({f"{name}/{k}": v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")})
+    return out
+
+
+def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tokenizer=None,
+        eval_data=None, epochs: int = 3, batch_size: int = 32, lr: float = 1e-4,
+        weight_decay: float = 0.01, warmup: float = 0.1, max_grad_norm: float | None = 1.0,
+        seed: int = 0, max_length: int = 128, regularizers: Iterable[Callable] = (),
+        checkpoint_dir: str | Path | None = None, resume: bool = False, monitor=None,
+        progress: bool = True, optimizer_groups: list[dict] | None = None, unfreezing=None) -> History:
+    """Train ``model`` on ``train_data`` with ``objective`` (cross-entropy by default); return its History.
+
+    ``eval_data`` is a Dataset or ``{name: Dataset}`` evaluated after every epoch; ``regularizers``
+    are callables ``model -> loss`` added to the objective; ``monitor`` (e.g. a live plot) gets
+    ``on_step(history)`` / ``on_epoch(history)``; ``checkpoint_dir`` + ``resume`` continue a run.
+    Strategies (see ``strategies.py``): ``optimizer_groups`` (e.g. layer-wise learning rates) and
+    ``unfreezing`` (e.g. ``GradualUnfreezing``, told the step number before each update).
+    """
+    from accelerate import Accelerator
+    set_seed(seed)
+    objective = objective if objective is not None else CrossEntropy()
+    loader = as_loader(train_data, tokenizer, batch_size, seed, max_length, shuffle=True)
+    groups = optimizer_groups or parameter_groups(model, lr, weight_decay, objective.parameters())
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    total_steps = epochs * len(loader)
+    scheduler = linear_warmup_decay(optimizer, int(warmup * total_steps), total_steps)
+    run = {"epochs": epochs, "steps_per_epoch": len(loader), "seed": seed, "lr": lr}
+    history, start_epoch, rng, ckpt = History(), 0, None, _checkpoint_path(checkpoint_dir)
+    if resume and ckpt is not None and ckpt.exists():
+        start_epoch, history, rng = load_checkpoint(ckpt, model, objective, optimizer, scheduler, run)
+
+    accelerator = Accelerator(cpu=True)
+    if any(p.requires_grad for p in objective.parameters()):  # e.g. a domain discriminator
+        objective = accelerator.prepare(objective)
+    model, optimizer, prepared = accelerator.prepare(model, optimizer, loader)
+    restore_rng(rng)  # after prepare(), which may draw random numbers of its own
+    sampler = getattr(loader, "batch_sampler", None)
+    show = progress and accelerator.is_main_process
+    for epoch in range(start_epoch, epochs):
+        if hasattr(prepared, "set_epoch"):
+            prepared.set_epoch(epoch)  # Accelerate counts epochs itself; tell it where a resume starts
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # same seed + epoch -> same batches, also after a resume
+        model.train()
+        started, seen, losses = time.perf_counter(), 0, []
+        bar = tqdm(prepared, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        for batch in bar:
+            if unfreezing is not None:
+                unfreezing.on_step(len(history.steps))
+            out = objective(model, batch)                          # forward pass + loss
+            loss = out["loss"] + sum(reg(model) for reg in regularizers)
+            accelerator.backward(loss)                             # gradients
+            if max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            optimizer.step()                                       # update the weights
+            scheduler.step()                                       # next learning rate
+            optimizer.zero_grad()
+            seen += len(batch["input_ids"])
+            losses.append(loss.item())
+            row = {"step": len(history.steps) + 1, "epoch": epoch + 1, "loss": losses[-1],
+                   "lr": scheduler.get_last_lr()[0]}
+            row.update({k: float(v) for k, v in out.items() if k not in ("loss", "logits")})
+            if "logits" in out and "labels" in batch:
+                row["accuracy"] = accuracy_of(out["logits"].detach(), batch["labels"])
+            history.steps.append(row)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if monitor is not None:
+                monitor.on_step(history)
+        seconds = time.perf_counter() - started
+        model.eval()
+        metrics = evaluate_during_training(accelerator.unwrap_model(model), eval_data, tokenizer,
+                                           batch_size, max_length)
+        history.epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                               "seconds": seconds, "examples_per_second": seen / seconds, **metrics})
+        if ckpt is not None and accelerator.is_main_process:
+            save_checkpoint(ckpt, accelerator.unwrap_model(model), accelerator.unwrap_model(objective),
+                            optimizer, scheduler, epoch, history, run)
+        accelerator.wait_for_everyone()
+        if monitor is not None:
+            monitor.on_epoch(history)
+    model.eval()
+    return history
