@@ -1,0 +1,32 @@
+"""Lesson conventions (DESIGN.md section 5), checked on the committed notebooks without running them.
+
+Running them is nbval's job: the README's test command executes every notebook in notebooks/.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_lessons():
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_lesson_is_committed_clean_and_follows_the_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in code:
+        assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: outputs not cleared"
+    assert "lesson.setup(" in code[0].source, f"{path.name}: first code cell must call lesson.setup()"
+    assert any("assert " in c.source or "lesson.check(" in c.source for c in code), f"{path.name}: no check cell"
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Exercises" in markdown, f"{path.name}: no exercises section"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    for cell in code:  # reusable code belongs in xdlearn, not in a lesson
+        assert "\ndef " not in "\n" + cell.source or "# for teaching" in cell.source.lower(), \
+            f"{path.name}: define functions in xdlearn/, not in the notebook"

@@ -1,0 +1,39 @@
+"""The live training board and live loss plot work headless as fit() monitors."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from xdlearn import plots, train, widgets
+
+
+def test_training_board_follows_fit(tiny_model, tokenizer, toy):
+    board = widgets.TrainingBoard(total_steps=16, every=4)
+    train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=2, batch_size=32, progress=False,
+              eval_data=toy["test"], monitor=board)
+    assert board.progress.value == 16
+    assert "step 16" in board.status.value
+    assert board.epochs.value.count("<tr>") == 3  # header + one row per epoch
+    assert "validation/accuracy" in board.epochs.value
+
+
+def test_live_loss_plot_draws_the_history(tiny_model, tokenizer, toy):
+    live = plots.LiveLossPlot(every=5)
+    history = train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, progress=False,
+                        eval_data=toy["test"], monitor=live)
+    fig = live.figure()
+    lines = fig.axes[0].get_lines()
+    assert len(lines[0].get_ydata()) == len(history.steps)
+    assert fig.axes[1].get_lines()[0].get_ydata()[0] == history.last["validation/accuracy"]
+    plt.close(fig)
+
+
+def test_lesson_check_asserts_at_teaching_size_and_reports_at_smoke_size(monkeypatch):
+    import pytest
+    from xdlearn import lesson
+    monkeypatch.delenv("XDLEARN_QUICK", raising=False)
+    assert lesson.check(True, "x beats y") == "checked: x beats y"
+    with pytest.raises(AssertionError, match="claim no longer holds: x beats y"):
+        lesson.check(False, "x beats y")
+    monkeypatch.setenv("XDLEARN_QUICK", "1")
+    assert "does NOT hold" in lesson.check(False, "x beats y")
+    assert lesson.pick(100, 10) == 10
