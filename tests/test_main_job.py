@@ -27,7 +27,8 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     out = tmp_path / "report"
     code = cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "96",
                      "--budget", "32", "--epochs", "1", "--target-epochs", "1", "--test-size", "40",
-                     "--validation-size", "20", "--source-only", "--no-progress", "--out", str(out)])
+                     "--validation-size", "20", "--transfer-size", "64", "--distill-epochs", "1",
+                     "--source-only", "--no-progress", "--out", str(out)])
     assert code == 0
     assert str(out) in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
@@ -39,12 +40,37 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     assert f"{100 * results['target']['source_only']:.1f}%" in report
     classify = pipeline("text-classification", model=str(out / "model"), device=-1)
     assert classify("what a lovely day")[0]["label"] in ("negative", "positive")
+    distilled = results["distillation"]
+    assert distilled["parameters"]["student"] < distilled["parameters"]["teacher"]
+    assert distilled["retained"] == pytest.approx(distilled["accuracy"]["student"] / distilled["accuracy"]["teacher"],
+                                                  abs=1e-3)
+    assert "## 4. A small student" in report
+    student = pipeline("text-classification", model=distilled["path"], device=-1)
+    assert student("what a lovely day")[0]["label"] in ("negative", "positive")
     # a second run never overwrites the first
     assert cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "16",
                      "--budget", "8", "--epochs", "1", "--target-epochs", "1", "--test-size", "8",
                      "--validation-size", "8", "--source-only", "--no-progress", "--out", str(out)]) == 0
     assert (out / "results.json").read_text() == json.dumps(results, indent=2)
     assert len([p for p in out.iterdir() if p.name.startswith("run-")]) == 1
+
+
+@pytest.mark.slow
+def test_the_distill_command_turns_a_saved_teacher_into_a_bilstm(tmp_path):
+    teacher, tokenizer = models.load_pretrained(labels=data.BINARY)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    out = tmp_path / "distilled"
+    assert cli.main(["distill", "--teacher", str(tmp_path / "teacher"), "--target", "products",
+                     "--student", "bilstm", "--transfer-size", "64", "--budget", "16", "--distill-epochs", "1",
+                     "--target-epochs", "1", "--test-size", "32", "--no-progress", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "bilstm" and results["teacher"] == str(tmp_path / "teacher")
+    assert results["parameters"]["student"] < results["parameters"]["teacher"]
+    assert results["speedup"] > 1
+    assert "bilstm student, distilled" in (out / "report.md").read_text()
+    assert cli.main(["distill", "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()  # nothing is written for a run that cannot start
 
 
 def test_bad_options_exit_with_a_clear_message(capsys):

@@ -37,3 +37,15 @@ def test_lesson_check_asserts_at_teaching_size_and_reports_at_smoke_size(monkeyp
     monkeypatch.setenv("XDLEARN_QUICK", "1")
     assert "does NOT hold" in lesson.check(False, "x beats y")
     assert lesson.pick(100, 10) == 10
+
+
+def test_pareto_front_and_tradeoff_plot():
+    import pandas as pd
+    from xdlearn import plots
+    xs, ys = [1.0, 2.0, 3.0, 2.5, 10.0], [0.9, 0.85, 0.7, 0.6, 0.65]
+    assert plots.pareto_front(xs, ys) == [0, 1, 2, 4]  # (2.5, 0.6) is beaten by (3.0, 0.7)
+    frame = pd.DataFrame({"speed-up": xs, "accuracy": ys, "megabytes": [90, 60, 40, 50, 45]},
+                         index=list("abcde"))
+    fig = plots.plot_tradeoff(frame)
+    assert [t.get_text() for t in fig.axes[0].texts] == list("abcde")
+    plt.close(fig)

@@ -2,6 +2,7 @@
 
     xdlearn                      # = xdlearn run: domain gap + fine-tuning for the target, with a report
     xdlearn run --source products --target movies --budget 64 --out my-report
+    xdlearn distill --teacher xdlearn-output/model --student bilstm   # distil a saved model
     xdlearn fetch                # download and verify the default corpus, print where it is cached
 """
 from __future__ import annotations
@@ -21,7 +22,10 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
              "epochs": "epochs on source data", "target_epochs": "epochs on the target budget",
              "test_size": "test sentences per domain", "validation_size": "validation sentences per domain",
              "model": "model name or directory (default: offline MiniLM-L6)", "batch_size": "batch size",
-             "lr": "peak learning rate", "seed": "random seed"}
+             "lr": "peak learning rate", "seed": "random seed",
+             "student": "student to distil into: N-layer, narrow, bilstm, cnn ('' to skip)",
+             "transfer_size": "unlabeled target sentences the teacher labels",
+             "distill_epochs": "epochs of distillation", "temperature": "distillation temperature"}
     for f in fields(JobConfig):
         if f.name in ("matrix", "progress"):
             continue
@@ -40,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     _add_job_options(sub.add_parser("run", help="the main job (default)"))
+    distill_parser = sub.add_parser("distill", help="distil a fine-tuned teacher into a small student")
+    _add_job_options(distill_parser)
+    distill_parser.add_argument("--teacher", default=None,
+                                help="fine-tuned model directory (default: fine-tune one on the target budget)")
     sub.add_parser("fetch", help="download, verify and cache the default corpus")
     return parser
 
@@ -55,11 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             from .corpus import corpus_dir
             print(corpus_dir())
             return 0
-        from .job import run_main_job
+        from .job import run_distill_job, run_main_job
         options = {f.name: getattr(args, f.name) for f in fields(JobConfig)
                    if f.name not in ("matrix", "progress")}
         cfg = JobConfig(**options, matrix=not args.source_only, progress=not args.no_progress)
-        run_main_job(cfg, args.out)
+        if args.command == "distill":
+            run_distill_job(cfg, args.teacher, args.out)
+        else:
+            run_main_job(cfg, args.out)
         return 0
     except (ValueError, RuntimeError, OSError) as err:
         print(f"xdlearn: error: {err}", file=sys.stderr)

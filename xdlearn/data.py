@@ -5,6 +5,7 @@ so the same label id means the same class in every domain and every source.
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import random
@@ -264,14 +265,21 @@ def tokenize(ds: Dataset, tokenizer, max_length: int = 128) -> Dataset:
     """Add ``input_ids`` / ``attention_mask`` without padding: padding happens per batch, later."""
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
-    was_disabled = datasets.is_progress_bar_enabled() is False
-    datasets.disable_progress_bars()  # a bar per map() would drown the training bars
-    try:
+    with quiet_datasets():
         return ds.map(encode, batched=True, load_from_cache_file=False,
                       remove_columns=[c for c in ("input_ids", "attention_mask", "token_type_ids")
                                       if c in ds.column_names])
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """No ``datasets`` progress bars inside: a bar per map() would drown the training bars."""
+    enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
     finally:
-        if not was_disabled:
+        if enabled:
             datasets.enable_progress_bars()
 
 

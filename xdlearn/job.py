@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import data, evaluate, models
+from . import data, distill, evaluate, models
 from .corpus import DOMAINS
-from .report import write_report
+from .report import write_distill_report, write_report
 from .train import fit, set_seed
 
 
@@ -35,6 +35,10 @@ class JobConfig:
     batch_size: int = 32
     lr: float = 1e-4
     seed: int = 0
+    student: str = "2-layer"     # distilled student: "N-layer", "narrow", "bilstm" or "cnn"; "" skips
+    transfer_size: int = 2000    # unlabeled target sentences the teacher labels for the student
+    distill_epochs: int = 3
+    temperature: float = 2.0
     progress: bool = True
 
     def check(self) -> None:
@@ -44,7 +48,11 @@ class JobConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a domain; choose from {list(DOMAINS)}")
         if self.source == self.target:
             raise ValueError(f"source and target are both {self.source!r}: pick two different domains")
-        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size"):
+        if self.student:
+            if not (self.student in ("narrow", "bilstm", "cnn") or self.student.endswith("-layer")):
+                raise ValueError(f"student={self.student!r}: use 'N-layer', 'narrow', 'bilstm' or 'cnn'")
+        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size",
+                     "transfer_size", "distill_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -104,15 +112,54 @@ def adapt_to_target(cfg: JobConfig, splits: dict, source_model, tokenizer, start
             "target_only": evaluate.evaluate_domains(target_only, tests, tokenizer)}
 
 
-def save_and_serve(model, tokenizer, out: Path, examples: list[str]) -> dict:
+def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started: float) -> dict:
+    """Distil the adapted teacher into a small student on teacher-labelled target text; compare it
+    with the same student trained on the target labels alone."""
+    target = splits[cfg.target]
+    pool = data.unlabeled(data.sample_labels(target["train"], cfg.transfer_size, seed=cfg.seed + 1,
+                                             balanced=False))
+    _log(f"teacher labels {len(pool)} unlabeled {cfg.target} sentences (logits cached)", started)
+    transfer = distill.label_with_teacher(teacher, pool, tokenizer)
+    student = models.make_student(teacher, tokenizer, cfg.student)
+    _log(f"distilling into a {cfg.student} student ({models.count_parameters(student):,} parameters)", started)
+    history = fit(student, transfer, distill.Distillation(None, cfg.temperature, alpha=1.0),
+                  tokenizer=tokenizer, epochs=cfg.distill_epochs, batch_size=cfg.batch_size,
+                  lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
+    _log(f"training the same student on the {cfg.budget} {cfg.target} labels alone", started)
+    alone = models.make_student(teacher, tokenizer, cfg.student)
+    labels = data.sample_labels(target["train"], cfg.budget, seed=cfg.seed)
+    fit(alone, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
+        lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
+    test = target["test"]
+    logits = {name: evaluate.predict(m, test, tokenizer) for name, m in
+              (("teacher", teacher), ("student", student), ("labels_only", alone))}
+    scores = {name: evaluate.metrics_from_logits(z, list(test["label"])) for name, z in logits.items()}
+    speed = {name: evaluate.latency(m, test, tokenizer)["examples_per_second"]
+             for name, m in (("teacher", teacher), ("student", student))}
+    return {"student": student, "history": history, "kind": cfg.student,
+            "parameters": {"teacher": models.count_parameters(teacher), "student": models.count_parameters(student)},
+            "accuracy": {k: round(v["accuracy"], 4) for k, v in scores.items()},
+            "ece": {k: round(v["ece"], 4) for k, v in scores.items()},
+            "agreement_with_teacher": round(evaluate.agreement(logits["student"], logits["teacher"]), 4),
+            "retained": round(scores["student"]["accuracy"] / scores["teacher"]["accuracy"], 4),
+            "examples_per_second": {k: round(v, 1) for k, v in speed.items()},
+            "speedup": round(speed["student"] / speed["teacher"], 2)}
+
+
+def _student_lr(kind: str) -> float:
+    """Students from teacher layers fine-tune like the teacher; fresh students need larger steps."""
+    return 1e-4 if kind.endswith("-layer") else 1e-3
+
+
+def save_and_serve(model, tokenizer, out: Path, examples: list[str], folder: str = "model") -> dict:
     """Save with ``save_pretrained`` and prove the directory serves through ``pipeline``."""
     from transformers import pipeline
-    path = out / "model"
+    path = out / folder
     with models.quiet_transformers():
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
         classify = pipeline("text-classification", model=str(path), device=-1)
-    served = classify(examples)
+    served = classify(examples) if examples else []
     return {"path": str(path), "size_mb": round(models.disk_size_mb(path), 1),
             "examples": [{"text": t, **s} for t, s in zip(examples, served)]}
 
@@ -145,9 +192,16 @@ def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None
                        "source_accuracy_after": _accuracies(target["adapted"])[cfg.source]},
         "training": {"source_examples_per_second": round(source_history.last["examples_per_second"], 1)},
         "model": {**models.describe(target["model"]), **served},
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "peak_memory_mb": round(peak_memory_mb(), 1),
     }
+    if cfg.student:
+        student = distill_to_student(cfg, splits, target["model"], tokenizer, started)
+        results["distillation"] = {k: v for k, v in student.items() if k not in ("student", "history")}
+        if hasattr(student["student"], "save_pretrained"):
+            served = save_and_serve(student["student"], tokenizer, out, [], folder="student")
+            results["distillation"]["path"] = served["path"]
+            results["distillation"]["size_mb"] = served["size_mb"]
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["peak_memory_mb"] = round(peak_memory_mb(), 1)
     write_report(results, matrix, source_history, target["history"], out)
     _log(f"done: {out / 'report.md'}", started)
     return results
@@ -160,3 +214,37 @@ def new_output_dir(out_dir: str | Path | None) -> Path:
         base = base / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     base.mkdir(parents=True, exist_ok=False)
     return base.resolve()
+
+
+def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = None,
+                    out_dir: str | Path | None = None) -> dict:
+    """``xdlearn distill``: distil a fine-tuned teacher (a saved directory, or one trained here on the
+    target budget) into ``cfg.student`` on unlabeled target text; write a report and the student."""
+    cfg = cfg or JobConfig()
+    cfg.check()
+    if teacher is not None:
+        models.resolve_model(teacher)  # a bad path fails before any folder is made
+    out = new_output_dir(out_dir)
+    print(f"xdlearn: writing the distillation report to {out}", flush=True)
+    started = time.perf_counter()
+    set_seed(cfg.seed)
+    models.set_threads()
+    splits = data.domain_splits([cfg.target], seed=cfg.seed, test_size=cfg.test_size,
+                                validation_size=cfg.validation_size)
+    if teacher is not None:
+        _log(f"loading the teacher from {teacher}", started)
+        model, tokenizer = models.load_pretrained(teacher)
+    else:
+        _log(f"no --teacher: fine-tuning MiniLM on {cfg.budget} {cfg.target} labels as the teacher", started)
+        labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
+        model, tokenizer, _ = _train_fresh(cfg, labels, cfg.target_epochs)
+    result = distill_to_student(cfg, splits, model, tokenizer, started)
+    summary = {k: v for k, v in result.items() if k not in ("student", "history")}
+    if hasattr(result["student"], "save_pretrained"):
+        summary.update({k: v for k, v in save_and_serve(result["student"], tokenizer, out, [], "student").items()
+                        if k in ("path", "size_mb")})
+    summary.update(config=asdict(cfg), teacher=str(teacher or "fine-tuned here"),
+                   wall_seconds=round(time.perf_counter() - started, 1), peak_memory_mb=round(peak_memory_mb(), 1))
+    write_distill_report(summary, result["history"], out)
+    _log(f"done: {out / 'report.md'}", started)
+    return summary

@@ -171,6 +171,38 @@ def plot_embeddings(points: np.ndarray, groups: Sequence[str], ax=None, title: s
     return fig
 
 
+def plot_tradeoff(frame, x: str = "speed-up", y: str = "accuracy", size: str | None = "megabytes", ax=None,
+                  title: str = "students: accuracy vs. speed (marker area ~ size)", logx: bool = True):
+    """Scatter of models (rows of ``frame``) with the Pareto front (no model both faster and better) drawn."""
+    fig, ax = _figure(ax, (6.2, 4.0))
+    xs, ys = frame[x].to_numpy(dtype=float), frame[y].to_numpy(dtype=float)
+    areas = 20 + 300 * frame[size].to_numpy(dtype=float) / frame[size].max() if size else 60
+    ax.scatter(xs, ys, s=areas, alpha=0.6, c=plt.cm.tab10(np.arange(len(frame)) % 10))
+    for name, xv, yv in zip(frame.index, xs, ys):
+        ax.annotate(str(name), (xv, yv), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    front = pareto_front(xs, ys)
+    ax.plot(xs[front], ys[front], "--", color="grey", lw=1, label="Pareto front")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
+    """Indices of points no other point beats on both x and y (higher is better), sorted by x."""
+    order = sorted(range(len(xs)), key=lambda i: (-xs[i], -ys[i]))
+    front, best_y = [], -np.inf
+    for i in order:
+        if ys[i] > best_y:
+            front.append(i)
+            best_y = ys[i]
+    return sorted(front, key=lambda i: xs[i])
+
+
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Save a figure (creating folders) and close it, returning the path."""
     path = Path(path)

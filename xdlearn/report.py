@@ -18,6 +18,30 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _distillation_section(results: dict, heading: str = "## 4. A small student, distilled from the adapted model") -> str:
+    """The distilled student against its teacher and a label-only twin."""
+    d = results.get("distillation")
+    if not d:
+        return ""
+    cfg, acc = results["config"], d["accuracy"]
+    rows = [["teacher (adapted MiniLM)", f"{d['parameters']['teacher']:,}", _pct(acc["teacher"]),
+             f"{d['examples_per_second']['teacher']:.0f}"],
+            [f"{d['kind']} student, distilled", f"{d['parameters']['student']:,}", _pct(acc["student"]),
+             f"{d['examples_per_second']['student']:.0f}"],
+            [f"{d['kind']} student, {cfg['budget']} labels only", f"{d['parameters']['student']:,}",
+             _pct(acc["labels_only"]), "same"]]
+    saved = f"\nThe student is saved in `{d['path']}` ({d['size_mb']} MB).\n" if d.get("path") else ""
+    return f"""{heading}
+The teacher labelled {cfg['transfer_size']} unlabeled {cfg['target']} sentences (soft targets, T = {cfg['temperature']});
+the student learned from them for {cfg['distill_epochs']} epochs.
+
+{_table(rows, ["model", "parameters", f"accuracy on {cfg['target']}", "inference examples/s"])}
+
+The student keeps {_pct(d['retained'])} of the teacher's accuracy, agrees with it on
+{_pct(d['agreement_with_teacher'])} of the test sentences and runs {d['speedup']:.1f}x faster.
+{saved}"""
+
+
 def write_report(results: dict, matrix, source_history, target_history, out: Path) -> Path:
     """Write figures, ``results.json`` and a readable ``report.md`` into ``out``."""
     cfg, tgt = results["config"], results["target"]
@@ -66,8 +90,24 @@ Fine-tuning on {cfg['budget']} {cfg['target']} labels moved the {cfg['source']} 
 {_table([[e['text'][:70], e['label'], f"{e['score']:.3f}"] for e in results['model']['examples']],
         ["text", "label", "score"])}
 
+{_distillation_section(results)}
 Every number above is in `results.json`.
 """
+    path = out / "report.md"
+    path.write_text(text)
+    return path
+
+
+def write_distill_report(summary: dict, history, out: Path) -> Path:
+    """``xdlearn distill``'s report: the student table, its training curve, ``results.json``."""
+    cfg = summary["config"]
+    plots.save_figure(history.plot(title=f"distilling into a {cfg['student']} student"), out / "distill_loss.png")
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    section = _distillation_section({"config": cfg, "distillation": summary},
+                                    heading=f"# xdlearn distillation report: {cfg['target']}")
+    text = (f"{section}\nTeacher: `{summary['teacher']}`. Wall time {summary['wall_seconds']:.0f} s, "
+            f"peak memory {summary['peak_memory_mb']:.0f} MB.\n\n![distillation](distill_loss.png)\n\n"
+            "Every number above is in `results.json`.\n")
     path = out / "report.md"
     path.write_text(text)
     return path

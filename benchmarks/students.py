@@ -1,0 +1,75 @@
+"""Every student kind, distilled versus trained on labels alone, against its teacher, in one run.
+
+    python benchmarks/students.py [--domain tweets] [--labels 400] [--transfer 1500] [--out benchmarks/results/students.md]
+
+Reports, per student: parameters, MB, inference speed-up over the teacher, target accuracy as a fraction of
+the teacher's, and the gain of distillation over the same student trained on the labels alone.
+Figures to reach (DESIGN.md section 4): a 2-layer student keeps >= 97% at >= 2.8x; BiLSTM/CNN keep >= 90% at >= 15x.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+from pathlib import Path
+
+from xdlearn import data, distill, evaluate, lesson, models, train
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = {"3-layer": 1e-4, "2-layer": 1e-4, "narrow": 1e-3, "bilstm": 1e-3, "cnn": 1e-3}
+
+
+def accuracy_and_speed(model, test, tokenizer) -> tuple[float, float]:
+    """Test accuracy and measured inference examples/second (batch 32, 2 threads)."""
+    acc = evaluate.evaluate(model, test, tokenizer)["accuracy"]
+    return acc, evaluate.latency(model, test, tokenizer, batch_size=32, repeats=2)["examples_per_second"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", default="tweets")
+    parser.add_argument("--labels", type=int, default=400)
+    parser.add_argument("--transfer", type=int, default=1500)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "students.md")
+    args = parser.parse_args()
+    lesson.setup(seed=0)
+    split = data.domain_splits([args.domain], seed=0, test_size=500, validation_size=100)[args.domain]
+    labelled = data.sample_labels(split["train"], args.labels, seed=0)
+    pool = data.unlabeled(data.sample_labels(split["train"], args.transfer, seed=1, balanced=False))
+    teacher, tokenizer = models.load_pretrained(labels=data.BINARY)
+    train.fit(teacher, labelled, tokenizer=tokenizer, epochs=3, batch_size=16, progress=False)
+    transfer = distill.cache_teacher_logits(teacher, pool, tokenizer)
+    t_acc, t_speed = accuracy_and_speed(teacher, split["test"], tokenizer)
+    rows = []
+    for kind, lr in KINDS.items():
+        scores = {}
+        for mode in ("distilled", "labels only"):
+            student = models.make_student(teacher, tokenizer, kind)
+            if mode == "distilled":
+                train.fit(student, transfer, distill.Distillation(temperature=2.0, alpha=1.0), tokenizer=tokenizer,
+                          epochs=args.epochs, lr=lr, progress=False)
+            else:
+                train.fit(student, labelled, tokenizer=tokenizer, epochs=args.epochs + 2, batch_size=16, lr=lr,
+                          progress=False)
+            scores[mode] = accuracy_and_speed(student, split["test"], tokenizer)
+            size = (models.count_parameters(student), models.parameter_bytes(student) / 1e6)
+            del student
+            gc.collect()
+        (acc, speed), (alone, _) = scores["distilled"], scores["labels only"]
+        rows.append((kind, *size, speed / t_speed, acc, acc / t_acc, acc - alone))
+        print(rows[-1], flush=True)
+    lines = [f"# Students on {args.domain} ({os.cpu_count()} cores; teacher MiniLM-L6 fine-tuned on {args.labels} labels, "
+             f"accuracy {t_acc:.3f}, {t_speed:.0f} ex/s)", "",
+             f"Distilled on {args.transfer} unlabeled {args.domain} sentences (T=2, alpha=1, {args.epochs} epochs, cached "
+             f"teacher logits); 'labels only' = the same student on the {args.labels} labels.", "",
+             "| student | parameters | MB | speed-up | accuracy | retained | gain over labels only |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {p:,} | {mb:.1f} | {s:.1f}x | {a:.3f} | {r:.1%} | {g:+.3f} |" for k, p, mb, s, a, r, g in rows]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

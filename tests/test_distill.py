@@ -1,0 +1,153 @@
+"""Distillation losses against hand-computed values, caching, augmentation, students, widgets."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xdlearn import data, distill, models, train, evaluate
+from conftest import make_tiny_model, toy_sentences
+
+
+def test_soft_target_loss_by_hand():
+    s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    T = 2.0
+    ps = torch.softmax(s / T, -1)[0]
+    pt = torch.softmax(t / T, -1)[0]
+    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(2))
+    assert distill.soft_target_loss(s, t, T).item() == pytest.approx(T * T * kl.item(), rel=1e-5)
+    assert distill.soft_target_loss(t, t, T).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kl_uses_batchmean_not_elementwise_mean():
+    s = torch.tensor([[2.0, 0.0, -1.0]] * 4)
+    t = torch.tensor([[0.0, 1.0, 0.5]] * 4)
+    one = distill.soft_target_loss(s[:1], t[:1], 1.0)
+    assert distill.soft_target_loss(s, t, 1.0).item() == pytest.approx(one.item(), rel=1e-6)  # per example
+
+
+def test_large_temperature_limit_is_logit_matching():
+    # as T -> inf, T^2 KL -> (1 / 2K) * sum((z_s - z_t)^2) for zero-mean logits (Hinton et al. 2015)
+    s = torch.tensor([[0.3, -0.1, -0.2]])
+    t = torch.tensor([[-0.4, 0.5, -0.1]])
+    limit = ((s - t) ** 2).sum().item() / (2 * 3)
+    assert distill.soft_target_loss(s, t, 20.0).item() == pytest.approx(limit, rel=1e-2)
+    assert distill.soft_target_loss(s.double(), t.double(), 200.0).item() == pytest.approx(limit, rel=1e-3)
+
+
+def batch_of(tokenizer, texts, labels):
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    return {**enc, "labels": torch.tensor(labels)}
+
+
+def test_alpha_mixes_soft_and_hard_losses(tokenizer):
+    teacher, student = make_tiny_model(seed=1), make_tiny_model(seed=2)
+    student.eval()  # no dropout: the same forward pass every call
+    batch = batch_of(tokenizer, ["good film", "bad phone"], [1, 0])
+    soft_only = distill.Distillation(teacher, temperature=3.0, alpha=1.0)(student, batch)
+    hard_only = distill.Distillation(teacher, temperature=3.0, alpha=0.0)(student, batch)
+    half = distill.Distillation(teacher, temperature=3.0, alpha=0.5)(student, batch)
+    ce = torch.nn.functional.cross_entropy(student(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+                                           batch["labels"])
+    assert hard_only["loss"].item() == pytest.approx(ce.item(), rel=1e-5)
+    assert half["loss"].item() == pytest.approx(0.5 * soft_only["loss"].item() + 0.5 * ce.item(), rel=1e-5)
+    assert list(distill.Distillation(teacher).parameters()) == []  # the teacher is not trained
+    with pytest.raises(ValueError, match="alpha"):
+        distill.Distillation(teacher, alpha=1.5)
+    unlabeled = {k: v for k, v in batch.items() if k != "labels"}
+    with pytest.raises(ValueError, match="unlabeled transfer set"):
+        distill.Distillation(teacher, alpha=0.5)(student, unlabeled)
+
+
+def test_cached_logits_give_the_same_loss_as_the_live_teacher(tokenizer, tmp_path):
+    teacher, student = make_tiny_model(seed=1), make_tiny_model(seed=2)
+    student.eval()
+    ds = toy_sentences(20)
+    cached = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
+    batch = next(iter(data.make_loader(cached, tokenizer, batch_size=20, shuffle=False)))
+    live = distill.Distillation(teacher, alpha=1.0)(student, {k: v for k, v in batch.items() if k != "teacher_logits"})
+    from_cache = distill.Distillation(None, alpha=1.0)(student, batch)
+    assert from_cache["loss"].item() == pytest.approx(live["loss"].item(), rel=1e-5)
+
+
+def test_cache_is_reused_and_invalidated_by_teacher_or_data_changes(tokenizer, tmp_path, monkeypatch):
+    teacher = make_tiny_model(seed=1)
+    ds = toy_sentences(12)
+    first = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    calls = []
+    real_predict = evaluate.predict
+    monkeypatch.setattr(evaluate, "predict", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
+    again = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
+    assert calls == [] and list(again["teacher_logits"]) == list(first["teacher_logits"])
+    with torch.no_grad():
+        teacher.classifier.bias.add_(1.0)  # a changed teacher
+    changed = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
+    assert calls == [1] and changed["teacher_logits"][0] != first["teacher_logits"][0]
+    distill.cache_teacher_logits(teacher, toy_sentences(12, seed=9), tokenizer, tmp_path)  # changed data
+    assert calls == [1, 1] and len(list(tmp_path.glob("*.npy"))) == 3
+
+
+def test_hidden_state_matching_with_projection_and_cosine():
+    match = distill.HiddenStateMatching({1: 2}, student_dim=4, teacher_dim=8, loss="mse")
+    assert len(list(match.parameters())) == 2  # a learned projection, since widths differ
+    mask = torch.ones(1, 3)
+    s = [torch.zeros(1, 3, 4), torch.randn(1, 3, 4)]
+    t = [None, None, torch.randn(1, 3, 8)]
+    with torch.no_grad():
+        match.project["1"].weight.zero_()
+        match.project["1"].bias.zero_()
+    assert match(s, t, mask).item() == pytest.approx((t[2] ** 2).mean().item(), rel=1e-5)
+    same = distill.HiddenStateMatching({0: 0}, 4, 4, loss="cosine")
+    h = torch.randn(2, 5, 4)
+    assert same([h], [2 * h], torch.ones(2, 5)).item() == pytest.approx(0.0, abs=1e-6)
+    # padded positions do not count
+    masked = torch.tensor([[1, 1, 0]])
+    noisy = torch.zeros(1, 3, 4)
+    noisy[0, 2] = 100.0
+    assert distill.HiddenStateMatching({0: 0}, 4, 4)([noisy], [torch.zeros(1, 3, 4)], masked).item() == 0.0
+
+
+def test_attention_matching_is_zero_for_identical_maps_and_averages_heads():
+    a = torch.softmax(torch.randn(2, 4, 3, 3), -1)
+    match = distill.AttentionMatching({0: 1})
+    assert match([a], [None, a], torch.ones(2, 3)).item() == pytest.approx(0.0, abs=1e-7)
+    # a 2-head student whose heads average to the 4-head teacher's average matches it exactly
+    student = a.mean(1, keepdim=True).expand(-1, 2, -1, -1)
+    assert match([student], [None, a], torch.ones(2, 3)).item() == pytest.approx(0.0, abs=1e-7)
+    uniform = torch.full((2, 2, 3, 3), 1 / 3)
+    expected = ((uniform.mean(1) - a.mean(1)) ** 2).mean().item()
+    assert match([uniform], [None, a], torch.ones(2, 3)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_distillation_with_hidden_and_attention_losses_trains(tokenizer, toy):
+    teacher = make_tiny_model(seed=1)
+    train.fit(teacher, toy["train"], tokenizer=tokenizer, epochs=6, lr=2e-3, batch_size=16, progress=False)
+    student = models.student_from_teacher(teacher, [1])
+    objective = distill.Distillation(teacher, temperature=2.0, alpha=0.5,
+                                     hidden=distill.HiddenStateMatching({1: 2}, 32, 32),
+                                     attention=distill.AttentionMatching({0: 1}))
+    history = train.fit(student, toy["train"], objective, tokenizer=tokenizer, epochs=3, lr=2e-3,
+                        batch_size=16, progress=False, eval_data=toy["test"])
+    assert {"soft_loss", "hard_loss", "hidden_loss", "attention_loss"} <= set(history.steps[0])
+    assert history.steps[-1]["hidden_loss"] < history.steps[0]["hidden_loss"]
+    assert history.last["validation/accuracy"] > 0.8
+
+
+def test_augmentation_masks_and_samples_ngrams():
+    ds = toy_sentences(30)
+    out = distill.augment(ds, copies=3, p_mask=0.3, p_ngram=0.5, seed=0)
+    assert out.column_names == ["text", "domain"] and 30 < len(out) <= 90
+    assert any("[MASK]" in t for t in out["text"])
+    assert any(len(t.split()) <= 5 for t in out["text"])
+    assert list(out["text"]) == list(distill.augment(ds, copies=3, p_mask=0.3, p_ngram=0.5, seed=0)["text"])
+
+
+def test_label_with_teacher_adds_logits_and_argmax_labels(tokenizer, tmp_path):
+    teacher = make_tiny_model(seed=1)
+    pool = data.unlabeled(toy_sentences(16))
+    labelled = distill.label_with_teacher(teacher, pool, tokenizer, tmp_path)
+    logits = np.asarray(labelled["teacher_logits"])
+    assert list(labelled["label"]) == logits.argmax(-1).tolist()

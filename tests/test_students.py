@@ -1,0 +1,89 @@
+"""Students: from teacher layers, narrow, BiLSTM/CNN; vocabulary pruning; comparison widgets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xdlearn import data, distill, models, train, widgets
+from conftest import make_tiny_model, toy_sentences
+
+
+def test_student_from_teacher_copies_the_chosen_layers(tiny_model):
+    student = models.student_from_teacher(tiny_model, [1])
+    assert student.config.num_hidden_layers == 1
+    t, s = tiny_model.state_dict(), student.state_dict()
+    assert torch.equal(s["bert.encoder.layer.0.attention.self.query.weight"],
+                       t["bert.encoder.layer.1.attention.self.query.weight"])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
+    with pytest.raises(models.ModelError, match="indices in 0..1"):
+        models.student_from_teacher(tiny_model, [2])
+
+
+def test_spread_layers_and_make_student_by_name(tiny_model, tokenizer):
+    assert models.spread_layers(6, 2) == [0, 5]
+    assert models.spread_layers(6, 3) == [0, 2, 5] or models.spread_layers(6, 3) == [0, 3, 5]
+    assert models.spread_layers(6, 1) == [5]
+    assert models.make_student(tiny_model, tokenizer, "1-layer").config.num_hidden_layers == 1
+    assert models.make_student(tiny_model, tokenizer, "narrow").config.hidden_size == 128
+    assert isinstance(models.make_student(tiny_model, tokenizer, "cnn"), models.CNNStudent)
+    with pytest.raises(models.ModelError, match="unknown student"):
+        models.make_student(tiny_model, tokenizer, "giant")
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "cnn"])
+def test_rnn_students_start_from_teacher_embeddings_and_learn(kind, tiny_model, tokenizer, toy):
+    student = models.rnn_student(tiny_model, tokenizer, kind, **({"hidden": 32} if kind == "bilstm" else {"channels": 32}))
+    assert torch.equal(student.embed.weight, tiny_model.bert.embeddings.word_embeddings.weight)
+    history = train.fit(student, toy["train"], tokenizer=tokenizer, epochs=6, lr=5e-3, batch_size=16,
+                        eval_data=toy["test"], progress=False)
+    assert history.last["validation/accuracy"] > 0.9
+    # padding must not change a prediction
+    one = tokenizer(["the film was good"], return_tensors="pt")
+    padded = tokenizer(["the film was good", "a much longer sentence with many more words in it"],
+                       padding=True, return_tensors="pt")
+    student.eval()
+    assert torch.allclose(student(**one).logits[0], student(**padded).logits[0], atol=1e-5)
+
+
+def test_pruned_vocabulary_keeps_predictions_and_shrinks_the_model(tiny_model, tokenizer, tmp_path):
+    from transformers import pipeline
+    texts = list(toy_sentences(60)["text"]) + ["Ünïcode and a much-longer, hyphenated   sentence!"]
+    tiny_model.eval()
+    before = tiny_model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    size_before = models.count_parameters(tiny_model)
+    model, small_tok = models.prune_vocabulary(tiny_model, tokenizer, texts, tmp_path)
+    assert len(small_tok) < 200 < len(tokenizer)
+    assert models.count_parameters(model) == size_before - (len(tokenizer) - len(small_tok)) * 32
+    for text in texts:  # the same word pieces, under new ids
+        assert small_tok.tokenize(text) == tokenizer.tokenize(text)
+    after = model(**small_tok(texts, padding=True, return_tensors="pt")).logits
+    assert torch.allclose(before, after, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    classify = pipeline("text-classification", model=str(tmp_path), device=-1)
+    assert classify(texts[0])[0]["label"] in ("negative", "positive")
+
+
+def test_comparison_widget_and_temperature_explorer(tokenizer):
+    teacher, student = make_tiny_model(seed=1), make_tiny_model(seed=2)
+    examples = toy_sentences(24)
+    board = widgets.TeacherStudentComparison(teacher, student, tokenizer, examples)
+    z_t = teacher.eval()(**tokenizer(list(examples["text"]), padding=True, return_tensors="pt")).logits
+    z_s = student.eval()(**tokenizer(list(examples["text"]), padding=True, return_tensors="pt")).logits
+    expected = (z_t.argmax(-1) == z_s.argmax(-1)).float().mean().item()
+    assert board.summary["agreement"] == pytest.approx(expected)
+    assert len(board.disagreements()) == round((1 - expected) * 24)
+    board.only_disagree.value = True
+    assert len(board.picker.options) == len(board.disagreements())
+    result = board.compare("what a good film")
+    assert set(result["teacher"]) == {"negative", "positive"}
+    assert sum(result["student"].values()) == pytest.approx(1.0)
+    board.typed.value = "what a good film"  # as if typed and submitted: the view follows
+    assert "what a good film" in board.view.value
+
+    explorer = widgets.TemperatureExplorer(np.array([[2.0, 0.0], [0.0, 0.0]]), ["a", "b"], ["neg", "pos"])
+    assert explorer.entropy(1.0, 1) == pytest.approx(1.0)  # uniform over 2 classes = 1 bit
+    assert explorer.entropy(10.0, 0) > explorer.entropy(1.0, 0) > explorer.entropy(0.5, 0)
+    explorer.slider.value = 4.0  # the widget redraws without error
+    assert explorer.distribution(4.0, 0)[0] == pytest.approx(1 / (1 + np.exp(-0.5)))

@@ -1,0 +1,260 @@
+r"""Knowledge distillation as objectives of the one loop, teacher-logit caching, and transfer sets.
+
+The student learns from the teacher's *softened* distribution (Hinton et al., 2015):
+
+.. math::
+    \mathcal{L} = \alpha\,T^2\,\mathrm{KL}\!\left(\sigma(z_t/T)\,\Vert\,\sigma(z_s/T)\right)
+                  + (1-\alpha)\,\mathrm{CE}(z_s, y)
+
+plus, optionally, hidden-state and attention matching between mapped layers (Sun et al. 2019;
+Jiao et al. 2020). Caching the teacher's logits means the teacher runs once, not once per epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch import nn
+
+from .data import quiet_datasets
+from .objectives import Objective, model_inputs
+
+TEACHER_LOGITS = "teacher_logits"
+
+
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     temperature: float = 2.0) -> torch.Tensor:
+    r""":math:`T^2\,\mathrm{KL}(p_t^T \Vert p_s^T)` averaged over the batch (``batchmean``, the true KL).
+
+    The :math:`T^2` keeps gradient magnitudes comparable across temperatures (Hinton et al., 2015).
+    """
+    t = temperature
+    log_student = F.log_softmax(student_logits / t, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits.to(student_logits.dtype) / t, dim=-1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * t * t
+
+
+def use_eager_attention(model: nn.Module | None) -> None:
+    """Switch a transformers model to eager attention, the implementation that returns attention maps."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "_attn_implementation", "eager") != "eager":
+        model.set_attn_implementation("eager")
+
+
+def _teacher_forward(teacher: nn.Module, batch: dict, hidden: bool, attention: bool):
+    """Run the frozen teacher on a batch (no gradients), asking only for what the losses need."""
+    teacher.eval()
+    with torch.no_grad():
+        return teacher(**model_inputs(batch), output_hidden_states=hidden, output_attentions=attention)
+
+
+class Distillation(Objective):
+    """Soft targets (+ hard labels with weight ``1 - alpha``), optional hidden and attention matching.
+
+    ``teacher`` may be None when batches carry cached ``teacher_logits`` (see ``cache_teacher_logits``);
+    hidden-state or attention matching needs the live teacher. The teacher is not a submodule: its
+    weights are neither trained nor saved with the objective.
+    """
+
+    def __init__(self, teacher: nn.Module | None = None, temperature: float = 2.0, alpha: float = 0.5,
+                 hidden: "HiddenStateMatching | None" = None, hidden_weight: float = 1.0,
+                 attention: "AttentionMatching | None" = None, attention_weight: float = 1.0):
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self._teacher = [teacher]  # a list hides it from nn.Module registration
+        self.temperature, self.alpha = temperature, alpha
+        self.hidden, self.hidden_weight = hidden, hidden_weight
+        self.attention, self.attention_weight = attention, attention_weight
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0]
+
+    def forward(self, model: nn.Module, batch: dict) -> dict:
+        want_h, want_a = self.hidden is not None, self.attention is not None
+        if want_a:  # fused (SDPA) attention never materialises the maps we want to match
+            use_eager_attention(model)
+            use_eager_attention(self.teacher)
+        kwargs = {"output_hidden_states": True} if want_h else {}
+        if want_a:
+            kwargs["output_attentions"] = True
+        student = model(**model_inputs(batch), **kwargs)
+        teacher_out = None
+        if TEACHER_LOGITS in batch and not (want_h or want_a):
+            teacher_logits = batch[TEACHER_LOGITS]
+        elif self.teacher is not None:
+            teacher_out = _teacher_forward(self.teacher, batch, want_h, want_a)
+            teacher_logits = teacher_out.logits
+        else:
+            raise ValueError("Distillation needs a teacher, or batches with cached 'teacher_logits'")
+        soft = soft_target_loss(student.logits, teacher_logits, self.temperature)
+        out = {"soft_loss": soft.detach()}
+        loss = self.alpha * soft
+        if self.alpha < 1.0:
+            if "labels" not in batch:
+                raise ValueError("alpha < 1 mixes in hard labels but this batch has none; "
+                                 "use alpha=1.0 on an unlabeled transfer set")
+            hard = F.cross_entropy(student.logits, batch["labels"])
+            loss = loss + (1 - self.alpha) * hard
+            out["hard_loss"] = hard.detach()
+        if want_h:
+            h = self.hidden(student.hidden_states, teacher_out.hidden_states, batch["attention_mask"])
+            loss, out["hidden_loss"] = loss + self.hidden_weight * h, h.detach()
+        if want_a:
+            a = self.attention(student.attentions, teacher_out.attentions, batch["attention_mask"])
+            loss, out["attention_loss"] = loss + self.attention_weight * a, a.detach()
+        return {**out, "loss": loss, "logits": student.logits}
+
+
+class HiddenStateMatching(nn.Module):
+    r"""Match student hidden states to teacher ones at mapped layers: MSE or :math:`1-\cos`.
+
+    ``layer_map`` maps student hidden-state indices to teacher ones (index 0 = embeddings output,
+    ``i`` = output of layer ``i``). When widths differ a learned linear projection maps the student's
+    states into the teacher's space; it trains with the student.
+    """
+
+    def __init__(self, layer_map: Mapping[int, int], student_dim: int, teacher_dim: int,
+                 loss: str = "mse"):
+        super().__init__()
+        if loss not in ("mse", "cosine"):
+            raise ValueError(f"loss must be 'mse' or 'cosine', got {loss!r}")
+        self.layer_map, self.loss = dict(layer_map), loss
+        self.project = nn.ModuleDict({str(s): nn.Linear(student_dim, teacher_dim)
+                                      for s in self.layer_map}) if student_dim != teacher_dim else None
+
+    def forward(self, student_states, teacher_states, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        total = 0.0
+        for s, t in self.layer_map.items():
+            hs, ht = student_states[s], teacher_states[t].detach()
+            if self.project is not None:
+                hs = self.project[str(s)](hs)
+            if self.loss == "mse":
+                per_token = ((hs - ht) ** 2).mean(-1, keepdim=True)
+            else:
+                per_token = 1 - F.cosine_similarity(hs, ht, dim=-1).unsqueeze(-1)
+            total = total + (per_token * mask).sum() / mask.sum()
+        return total / len(self.layer_map)
+
+
+class AttentionMatching(nn.Module):
+    """MSE between student and teacher attention maps at mapped layers (head-averaged if counts differ)."""
+
+    def __init__(self, layer_map: Mapping[int, int]):
+        super().__init__()
+        self.layer_map = dict(layer_map)  # student layer index -> teacher layer index (0-based)
+
+    def forward(self, student_attn, teacher_attn, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask[:, None, :, None].float() * attention_mask[:, None, None, :].float()
+        total = 0.0
+        for s, t in self.layer_map.items():
+            a_s, a_t = student_attn[s], teacher_attn[t].detach()
+            if a_s.shape[1] != a_t.shape[1]:
+                a_s, a_t = a_s.mean(1, keepdim=True), a_t.mean(1, keepdim=True)
+            total = total + (((a_s - a_t) ** 2) * mask).sum() / (mask.sum() * a_s.shape[1])
+        return total / len(self.layer_map)
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher-logit caching: run the teacher once per (teacher, transfer set), not once per epoch
+# ---------------------------------------------------------------------------------------------
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of every weight: a retrained or different teacher gets a different cache entry."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(ds: Dataset, max_length: int) -> str:
+    """A hash of the transfer set's text (in order) and the truncation length."""
+    digest = hashlib.sha256(str(max_length).encode())
+    for text in ds["text"]:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def cache_teacher_logits(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: str | Path | None = None,
+                         batch_size: int = 64, max_length: int = 128) -> Dataset:
+    """Return ``ds`` with a ``teacher_logits`` column, computed once and reused while nothing changed.
+
+    The cache file's name is derived from the teacher's weights and the data, so a changed teacher
+    or transfer set can never be served stale logits.
+    """
+    from .corpus import cache_dir as default_cache
+    from .evaluate import predict
+    folder = Path(cache_dir) if cache_dir else default_cache() / "teacher-logits"
+    key = f"{model_fingerprint(teacher)}-{data_fingerprint(ds, max_length)}"
+    path = folder / f"{key}.npy"
+    if path.exists():
+        logits = np.load(path)
+    else:
+        logits = predict(teacher, ds, tokenizer, batch_size=batch_size, max_length=max_length)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, logits)
+        tmp.replace(path)
+    with quiet_datasets():
+        if TEACHER_LOGITS in ds.column_names:
+            ds = ds.remove_columns(TEACHER_LOGITS)
+        return ds.add_column(TEACHER_LOGITS, logits.astype(np.float32).tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer sets for scarce data (Tang et al., 2019): masking, n-gram sampling, teacher labels
+# ---------------------------------------------------------------------------------------------
+def mask_words(text: str, rng: random.Random, p: float = 0.1, mask: str = "[MASK]") -> str:
+    """Replace each word with ``mask`` with probability ``p``: a nearby sentence the teacher can label."""
+    return " ".join(mask if rng.random() < p else w for w in text.split())
+
+
+def ngram_sample(text: str, rng: random.Random, min_n: int = 1, max_n: int = 5) -> str:
+    """A random contiguous run of 1..5 words: short fragments whose sentiment the teacher still knows."""
+    words = text.split()
+    n = min(len(words), rng.randint(min_n, max_n))
+    start = rng.randint(0, len(words) - n)
+    return " ".join(words[start:start + n])
+
+
+def augment(ds: Dataset, copies: int = 2, p_mask: float = 0.1, p_ngram: float = 0.25,
+            seed: int = 0, mask: str = "[MASK]") -> Dataset:
+    """``copies`` perturbed variants per sentence (masked words, sometimes an n-gram), text only.
+
+    The result has no labels: label it with the teacher (``label_with_teacher``) to make a transfer set.
+    """
+    rng = random.Random(seed)
+    texts, domains = [], []
+    sources = list(ds["domain"]) if "domain" in ds.column_names else ["augmented"] * len(ds)
+    for text, domain in zip(ds["text"], sources):
+        for _ in range(copies):
+            variant = mask_words(text, rng, p_mask, mask)
+            if rng.random() < p_ngram:
+                variant = ngram_sample(variant, rng)
+            if variant.strip() and variant != text:
+                texts.append(variant)
+                domains.append(domain)
+    return Dataset.from_dict({"text": texts, "domain": domains})
+
+
+def label_with_teacher(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: str | Path | None = None,
+                       max_length: int = 128) -> Dataset:
+    """Add cached ``teacher_logits`` and the teacher's argmax as ``label`` (for unlabeled text)."""
+    ds = cache_teacher_logits(teacher, ds, tokenizer, cache_dir, max_length=max_length)
+    labels = np.asarray(ds[TEACHER_LOGITS]).argmax(-1).tolist()
+    with quiet_datasets():
+        if "label" in ds.column_names:
+            ds = ds.remove_columns("label")
+        return ds.add_column("label", labels)
