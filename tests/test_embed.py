@@ -130,11 +130,26 @@ def test_from_confusions_and_off_diagonal_summary():
     assert summary.loc["a", "gap to mean"] == pytest.approx(0.9 - acc.loc["a", "b"])
 
 
-def test_fresh_fine_tune_returns_a_trained_model(monkeypatch, tokenizer, toy):
+def test_fresh_fine_tune_is_trained_and_independent_of_earlier_random_draws(monkeypatch, tokenizer, toy):
     from xdlearn import models
-    monkeypatch.setattr(models, "load_pretrained", lambda *a, **k: (make_tiny_model(), tokenizer))
-    model, tok = embed.fresh_fine_tune(toy["train"], epochs=1, lr=1e-3, progress=False)
-    assert tok is tokenizer and not model.training
+
+    def load(*args, **kwargs):  # like from_pretrained: the new head is drawn from the global RNG
+        state = torch.get_rng_state()
+        model = make_tiny_model()
+        torch.set_rng_state(state)
+        model.classifier.reset_parameters()
+        return model, tokenizer
+
+    monkeypatch.setattr(models, "load_pretrained", load)
+    torch.rand(3)  # whatever ran before in a notebook must not change the result
+    first, tok = embed.fresh_fine_tune(toy["train"], epochs=1, lr=1e-3, seed=4, progress=False)
+    torch.rand(11)
+    second, _ = embed.fresh_fine_tune(toy["train"], epochs=1, lr=1e-3, seed=4, progress=False)
+    assert tok is tokenizer and not first.training
+    assert torch.equal(first.classifier.weight, second.classifier.weight)
+    torch.manual_seed(4)
+    untrained = load()[0]  # the head fresh_fine_tune started from
+    assert not torch.equal(first.classifier.weight, untrained.classifier.weight)
 
 
 def test_plot_lengths_draws_one_histogram_per_domain():

@@ -3,7 +3,8 @@
 Lesson 01 uses these to put numbers on domain shift before any fine-tuning: sentence lengths, label
 balance (label shift), characteristic and unseen words (covariate shift), words whose sentiment flips
 between domains (concept shift), and mean-pooled sentence embeddings projected to 2-D.
-Every function takes plain texts or ``{domain: Dataset}`` and returns numbers or a DataFrame.
+The measures take plain texts or ``{domain: Dataset}`` and return numbers or DataFrames; two helpers
+serve the transfer matrix (``fresh_fine_tune``, ``from_confusions``).
 """
 from __future__ import annotations
 
@@ -272,7 +273,7 @@ def nearest_centroid(x: np.ndarray, groups: Sequence[str], test_fraction: float 
     confusion = pd.crosstab(pd.Series(groups[test], name="true domain"),
                             pd.Series(predicted, name="nearest centroid"), normalize="index")
     confusion = confusion.reindex(index=names, columns=names, fill_value=0.0)
-    counts = np.bincount(np.searchsorted(sorted(names), groups))
+    _, counts = np.unique(groups, return_counts=True)
     return {"accuracy": float((predicted == groups[test]).mean()), "chance": counts.max() / counts.sum(),
             "confusion": confusion}
 
@@ -285,8 +286,11 @@ def fresh_fine_tune(train_set: Dataset, model: str | os.PathLike | None = None,
     """A new pretrained model fine-tuned on ``train_set``: the ``train_fn`` a transfer matrix needs.
 
     ``fit_kwargs`` go to ``train.fit`` (epochs, lr, batch_size, seed...). Returns ``(model, tokenizer)``.
+    The seed is set *before* the new head is initialised, so the result does not depend on what ran
+    earlier in the notebook.
     """
-    from .train import fit
+    from .train import fit, set_seed
+    set_seed(fit_kwargs.get("seed", 0))
     net, tokenizer = models.load_pretrained(model, labels=labels)
     fit(net, train_set, tokenizer=tokenizer, **fit_kwargs)
     return net, tokenizer
@@ -296,19 +300,17 @@ def from_confusions(frame, statistic: str = "accuracy", positive: int = 1):
     """Turn a transfer matrix of confusion matrices (``metric="confusion"``) into one of numbers.
 
     ``statistic``: ``accuracy``; ``predicted positive`` (share of test rows predicted as class
-    ``positive``, to set against the true share: a model carries its training domain's p(y));
-    ``true positive`` (the true share, the same down each column).
+    ``positive``: set against the true share, it shows which prior a model brought from its
+    training domain); ``true positive`` (the true share, the same down each column).
     """
+    statistics = {"accuracy": lambda m: np.trace(m) / m.sum(),
+                  "predicted positive": lambda m: m[:, positive].sum() / m.sum(),
+                  "true positive": lambda m: m[positive].sum() / m.sum()}
+    if statistic not in statistics:
+        raise ValueError(f"statistic must be one of {list(statistics)}, got {statistic!r}")
+
     def one(confusion) -> float:
-        m = np.asarray(confusion, dtype=float)
-        if statistic == "accuracy":
-            return np.trace(m) / m.sum()
-        if statistic == "predicted positive":
-            return m[:, positive].sum() / m.sum()
-        if statistic == "true positive":
-            return m[positive].sum() / m.sum()
-        raise ValueError(f"statistic must be 'accuracy', 'predicted positive' or 'true positive', "
-                         f"got {statistic!r}")
+        return float(statistics[statistic](np.asarray(confusion, dtype=float)))
     out = (frame.map(one) if hasattr(frame, "map") else frame.applymap(one)).astype(float)
     out.index.name, out.columns.name = frame.index.name, frame.columns.name
     return out
