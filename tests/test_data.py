@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
+from datasets import Dataset
 
 from xdlearn import data
 from conftest import toy_sentences
@@ -208,3 +209,26 @@ def test_loader_pads_less_with_length_grouping(tokenizer):
     assert grouped < plain / 3
     with pytest.raises(data.DataError, match="pass tokenizer="):
         data.make_loader(ds)
+
+
+def test_split_keeps_near_duplicates_together():
+    base = [f"sentence number {i} is here" for i in range(80)]
+    texts = base + [t.upper() + "!!!" for t in base[:30]]  # 30 variants of earlier sentences
+    ds = Dataset.from_dict({"text": texts, "label": [i % 2 for i in range(len(texts))]})
+    parts = data.split(ds, seed=1, test_size=20, validation_size=10)
+    assert [len(parts[k]) for k in ("test", "validation", "train")] == [20, 10, 80]
+    keys = {k: {data.duplicate_key(t) for t in parts[k]["text"]} for k in parts}
+    assert not keys["test"] & keys["train"] and not keys["validation"] & keys["train"]
+    assert not keys["test"] & keys["validation"]
+    loose = data.split(ds, seed=1, test_size=20, validation_size=10, group_duplicates=False)
+    loose_keys = {k: {data.duplicate_key(t) for t in loose[k]["text"]} for k in loose}
+    assert loose_keys["test"] & loose_keys["train"]  # without grouping, copies leak across splits
+
+
+def test_iterating_a_loader_leaves_the_global_rng_alone(tokenizer):
+    ds = Dataset.from_dict({"text": ["a b c", "d e", "f"] * 8, "label": [0, 1, 0] * 8})
+    for grouped in (True, False):
+        loader = data.make_loader(ds, tokenizer, batch_size=4, group_by_length=grouped)
+        before = torch.get_rng_state()
+        batches = list(loader)
+        assert len(batches) == 6 and torch.equal(torch.get_rng_state(), before)

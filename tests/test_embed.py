@@ -116,42 +116,6 @@ def test_nearest_centroid_separates_separated_groups():
     assert noise["accuracy"] < 0.7
 
 
-def test_from_confusions_and_off_diagonal_summary():
-    conf = pd.DataFrame({"a": {"a": [[8, 2], [0, 10]], "b": [[5, 5], [0, 10]]},
-                         "b": {"a": [[4, 0], [4, 2]], "b": [[4, 0], [0, 6]]}})
-    acc = embed.from_confusions(conf)
-    assert acc.loc["a", "a"] == pytest.approx(0.9) and acc.loc["b", "b"] == pytest.approx(1.0)
-    assert embed.from_confusions(conf, "predicted positive").loc["b", "a"] == pytest.approx(15 / 20)
-    assert embed.from_confusions(conf, "true positive").loc["a", "b"] == pytest.approx(0.6)
-    with pytest.raises(ValueError, match="statistic"):
-        embed.from_confusions(conf, "recall")
-    summary = embed.off_diagonal_summary(acc)
-    assert summary.loc["a", "in-domain"] == pytest.approx(0.9)
-    assert summary.loc["a", "gap to mean"] == pytest.approx(0.9 - acc.loc["a", "b"])
-
-
-def test_fresh_fine_tune_is_trained_and_independent_of_earlier_random_draws(monkeypatch, tokenizer, toy):
-    from xdlearn import models
-
-    def load(*args, **kwargs):  # like from_pretrained: the new head is drawn from the global RNG
-        state = torch.get_rng_state()
-        model = make_tiny_model()
-        torch.set_rng_state(state)
-        model.classifier.reset_parameters()
-        return model, tokenizer
-
-    monkeypatch.setattr(models, "load_pretrained", load)
-    torch.rand(3)  # whatever ran before in a notebook must not change the result
-    first, tok = embed.fresh_fine_tune(toy["train"], epochs=1, lr=1e-3, seed=4, progress=False)
-    torch.rand(11)
-    second, _ = embed.fresh_fine_tune(toy["train"], epochs=1, lr=1e-3, seed=4, progress=False)
-    assert tok is tokenizer and not first.training
-    assert torch.equal(first.classifier.weight, second.classifier.weight)
-    torch.manual_seed(4)
-    untrained = load()[0]  # the head fresh_fine_tune started from
-    assert not torch.equal(first.classifier.weight, untrained.classifier.weight)
-
-
 def test_plot_lengths_draws_one_histogram_per_domain():
     import matplotlib.pyplot as plt
     fig = embed.plot_lengths({"a": labelled(["a b c"] * 3, [0, 1, 0]), "b": labelled(["a"] * 2, [0, 1])})

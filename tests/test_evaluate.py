@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from types import SimpleNamespace
@@ -66,3 +67,29 @@ def test_evaluate_domains_and_transfer_matrix(tokenizer):
     scores = evaluate.evaluate_domains(LengthModel(), sets, tokenizer)
     assert scores["a"]["n"] == 20 and scores["a"]["confusion"] == [[10, 0], [10, 0]]
     assert evaluate.agreement(np.array([[1, 0], [0, 1]]), np.array([[2, 1], [1, 0]])) == 0.5
+
+
+def test_from_confusions_and_off_diagonal_summary():
+    conf = pd.DataFrame({"a": {"a": [[8, 2], [0, 10]], "b": [[5, 5], [0, 10]]},
+                         "b": {"a": [[4, 0], [4, 2]], "b": [[4, 0], [0, 6]]}})
+    acc = evaluate.from_confusions(conf)
+    assert acc.loc["a", "a"] == pytest.approx(0.9) and acc.loc["b", "b"] == pytest.approx(1.0)
+    assert evaluate.from_confusions(conf, "predicted positive").loc["b", "a"] == pytest.approx(15 / 20)
+    assert evaluate.from_confusions(conf, "true positive").loc["a", "b"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="statistic"):
+        evaluate.from_confusions(conf, "recall")
+    summary = evaluate.off_diagonal_summary(acc)
+    assert summary.loc["a", "in-domain"] == pytest.approx(0.9)
+    assert summary.loc["a", "gap to mean"] == pytest.approx(0.9 - acc.loc["a", "b"])
+
+
+def test_latency_tokenises_once_outside_the_timed_runs(monkeypatch, tiny_model, tokenizer):
+    from datasets import Dataset
+    calls = []
+    real = evaluate.tokenize
+    monkeypatch.setattr(evaluate, "tokenize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ds = Dataset.from_dict({"text": ["good film", "bad one", "fine"] * 10, "label": [1, 0, 1] * 10})
+    result = evaluate.latency(tiny_model, ds, tokenizer, batch_size=8, repeats=3)
+    assert calls == [1] and result["n"] == 30 and result["examples_per_second"] > 0
+    with pytest.raises(ValueError, match="tokenizer"):
+        evaluate.latency(tiny_model, ds)

@@ -73,6 +73,33 @@ def test_regularisers_by_hand():
     assert strategies.L2(0.1)(model).item() == pytest.approx(0.05 * (1 + 4 + 0.25))
 
 
+def test_squared_distance_matches_autograd_without_keeping_a_copy():
+    w = torch.randn(4, 3, requires_grad=True)
+    a = torch.randn(4, 3)
+    strategies.squared_distance(w, a).backward()
+    mine = w.grad.clone()
+    w.grad = None
+    ((w - a) ** 2).sum().backward()
+    assert torch.allclose(mine, w.grad) and torch.allclose(mine, 2 * (w - a).detach())
+    w.grad = None
+    strategies.squared_distance(w).backward()
+    assert torch.allclose(w.grad, 2 * w.detach())
+
+
+def test_l2sp_anchor_uses_the_unchanged_model_in_place(tiny_model):
+    import copy
+    anchor = copy.deepcopy(tiny_model)
+    penalty = strategies.L2SP(tiny_model, alpha=1.0, beta=0.0, anchor=anchor)
+    weight = anchor.bert.encoder.layer[0].output.dense.weight
+    assert any(t.data_ptr() == weight.data_ptr() for t in penalty.start.values())  # no clone
+    assert penalty(tiny_model).item() == 0.0
+    with torch.no_grad():
+        tiny_model.bert.encoder.layer[0].output.dense.weight.add_(0.1)
+    assert penalty(tiny_model).item() == pytest.approx(0.5 * weight.numel() * 0.01, rel=1e-4)
+    with pytest.raises(ValueError, match="same architecture"):
+        strategies.L2SP(tiny_model, anchor=torch.nn.Linear(2, 2))
+
+
 def test_l2sp_is_zero_at_the_start_and_pulls_back_toward_it(tiny_model, tokenizer, toy):
     penalty = strategies.L2SP(tiny_model, alpha=1.0, beta=0.0)
     assert penalty(tiny_model).item() == 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xdlearn import objectives, train
+from xdlearn import data, models, objectives, train
 from conftest import make_tiny_model
 
 
@@ -96,3 +96,50 @@ def test_history_round_trips_through_json(tiny_model, tokenizer, toy, tmp_path):
 def test_bad_training_data_is_rejected(tiny_model):
     with pytest.raises(TypeError, match="expected a datasets.Dataset"):
         train.fit(tiny_model, ["a list", "of strings"], progress=False)
+
+
+def test_history_records_the_learning_rate_each_step_used(tiny_model, tokenizer, toy):
+    history = train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, lr=1e-3, warmup=0.0,
+                        batch_size=16, progress=False)
+    lrs = [row["lr"] for row in history.steps]
+    steps = len(lrs)
+    assert lrs[0] == pytest.approx(1e-3)  # the first update uses the full rate, not the next one
+    assert lrs[-1] == pytest.approx(1e-3 / steps)
+
+
+def test_fine_tune_does_not_depend_on_earlier_random_draws(tmp_path, tokenizer, toy):
+    make_tiny_model(seed=1).base_model.save_pretrained(tmp_path / "tiny")  # an encoder without a head
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    first, tok, history = train.fine_tune(toy["train"], tmp_path / "tiny", epochs=1, lr=1e-3, seed=4,
+                                          batch_size=16, progress=False)
+    torch.rand(11)  # whatever ran before in a notebook must not change the result
+    second, _, _ = train.fine_tune(toy["train"], tmp_path / "tiny", epochs=1, lr=1e-3, seed=4,
+                                   batch_size=16, progress=False)
+    assert first.config.id2label == dict(enumerate(data.BINARY)) and len(history.steps) == 16
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    untrained, _ = models.load_pretrained(tmp_path / "tiny", labels=data.BINARY, seed=4)
+    assert not torch.equal(first.classifier.weight, untrained.classifier.weight)  # it trained
+
+
+def test_load_pretrained_head_is_seeded_without_touching_the_global_rng(tmp_path, tokenizer):
+    make_tiny_model(seed=1).base_model.save_pretrained(tmp_path / "tiny")  # an encoder without a head
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    heads = []
+    for seed in (7, 7, 8):
+        torch.rand(5)
+        before = torch.get_rng_state()
+        model, _ = models.load_pretrained(tmp_path / "tiny", num_labels=2, seed=seed)
+        assert torch.equal(torch.get_rng_state(), before)
+        heads.append(model.classifier.weight.detach().clone())
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+
+
+def test_fit_frees_its_optimiser_before_returning(tiny_model, tokenizer, toy):
+    import gc
+    train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, batch_size=32, progress=False)
+    alive = [o for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer)]
+    assert alive == []  # AdamW keeps two tensors per parameter: they must not outlive training
+    train.release_memory()  # safe to call at any time

@@ -65,19 +65,37 @@ def load_corpus(domains: Sequence[str] | None = None, num_classes: int = 2,
     return DatasetDict(out)
 
 
+def duplicate_key(text: str) -> tuple[str, ...]:
+    """The words of a sentence, lower-cased, without punctuation: variants of one tweet share a key."""
+    return tuple(re.findall(r"[a-z0-9]+(?:'[a-z]+)*", text.lower()))
+
+
 def split(ds: Dataset, seed: int = 0, test_size: float | int = 0.2,
-          validation_size: float | int = 0.1) -> DatasetDict:
-    """Split one domain into train / validation / test, the same way for the same seed on any machine."""
+          validation_size: float | int = 0.1, group_duplicates: bool = True) -> DatasetDict:
+    """Split one domain into train / validation / test, the same way for the same seed on any machine.
+
+    With ``group_duplicates`` sentences with the same words (``duplicate_key``) land in the same
+    split, so a test sentence never has a near-copy in training that would inflate its accuracy.
+    """
     n = len(ds)
     n_test = test_size if isinstance(test_size, int) else round(n * test_size)
     n_val = validation_size if isinstance(validation_size, int) else round(n * validation_size)
     if n_test + n_val >= n:
         raise DataError(f"test ({n_test}) + validation ({n_val}) leave no training rows of {n}")
-    order = list(range(n))
+    groups: dict = {}
+    for i, text in enumerate(ds["text"]):
+        groups.setdefault(duplicate_key(text) if group_duplicates else i, []).append(i)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    return DatasetDict({"test": ds.select(order[:n_test]),
-                        "validation": ds.select(order[n_test:n_test + n_val]),
-                        "train": ds.select(order[n_test + n_val:])})
+    parts: dict[str, list[int]] = {"test": [], "validation": [], "train": []}
+    for rows in order:  # whole groups; a group that would overflow a split goes to the next one
+        if len(parts["test"]) + len(rows) <= n_test:
+            parts["test"] += rows
+        elif len(parts["validation"]) + len(rows) <= n_val:
+            parts["validation"] += rows
+        else:
+            parts["train"] += rows
+    return DatasetDict({name: ds.select(rows) for name, rows in parts.items()})
 
 
 def sample_labels(ds: Dataset, n: int, seed: int = 0, balanced: bool = True) -> Dataset:
@@ -108,12 +126,16 @@ def unlabeled(ds: Dataset) -> Dataset:
 
 def domain_splits(domains: Sequence[str] | None = None, seed: int = 0, num_classes: int = 2,
                   test_size: float | int = 0.2, validation_size: float | int = 0.1,
-                  max_train: int | None = None) -> dict[str, DatasetDict]:
-    """Load the corpus and split every domain: ``{domain: DatasetDict(train, validation, test)}``."""
+                  max_train: int | None = None, group_duplicates: bool = True) -> dict[str, DatasetDict]:
+    """Load the corpus and split every domain: ``{domain: DatasetDict(train, validation, test)}``.
+
+    Near-duplicate sentences stay in one split (see ``split``) unless ``group_duplicates=False``.
+    """
     loaded = load_corpus(domains, num_classes=num_classes)
     out = {}
     for name, ds in loaded.items():
-        parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size)
+        parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size,
+                      group_duplicates=group_duplicates)
         if max_train is not None:
             parts["train"] = sample_labels(parts["train"], max_train, seed=seed, balanced=False)
         out[name] = parts
@@ -357,10 +379,11 @@ def make_loader(ds: Dataset, tokenizer=None, batch_size: int = 32, shuffle: bool
     ds = ds.select_columns(keep)
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
     lengths = [len(x) for x in ds["input_ids"]]
+    # Its own generator: iterating a loader never draws from (and so never shifts) the global RNG.
+    generator = torch.Generator().manual_seed(seed)
     if group_by_length:
         sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed, shuffle=shuffle)
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(pad_id))
-    generator = torch.Generator().manual_seed(seed)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(pad_id), generator=generator)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=PadCollator(pad_id))
 

@@ -3,8 +3,7 @@
 Lesson 01 uses these to put numbers on domain shift before any fine-tuning: sentence lengths, label
 balance (label shift), characteristic and unseen words (covariate shift), words whose sentiment flips
 between domains (concept shift), and mean-pooled sentence embeddings projected to 2-D.
-The measures take plain texts or ``{domain: Dataset}`` and return numbers or DataFrames; two helpers
-serve the transfer matrix (``fresh_fine_tune``, ``from_confusions``).
+The measures take plain texts or ``{domain: Dataset}`` and return numbers or DataFrames.
 """
 from __future__ import annotations
 
@@ -276,59 +275,6 @@ def nearest_centroid(x: np.ndarray, groups: Sequence[str], test_fraction: float 
     _, counts = np.unique(groups, return_counts=True)
     return {"accuracy": float((predicted == groups[test]).mean()), "chance": counts.max() / counts.sum(),
             "confusion": confusion}
-
-
-# ---------------------------------------------------------------------------------------------
-# Fine-tuning for the transfer matrix, and what a transfer matrix of confusions says
-# ---------------------------------------------------------------------------------------------
-def fresh_fine_tune(train_set: Dataset, model: str | os.PathLike | None = None,
-                    labels: Sequence[str] = data.BINARY, **fit_kwargs):
-    """A new pretrained model fine-tuned on ``train_set``: the ``train_fn`` a transfer matrix needs.
-
-    ``fit_kwargs`` go to ``train.fit`` (epochs, lr, batch_size, seed...). Returns ``(model, tokenizer)``.
-    The seed is set *before* the new head is initialised, so the result does not depend on what ran
-    earlier in the notebook.
-    """
-    from .train import fit, set_seed
-    set_seed(fit_kwargs.get("seed", 0))
-    net, tokenizer = models.load_pretrained(model, labels=labels)
-    fit(net, train_set, tokenizer=tokenizer, **fit_kwargs)
-    return net, tokenizer
-
-
-def from_confusions(frame, statistic: str = "accuracy", positive: int = 1):
-    """Turn a transfer matrix of confusion matrices (``metric="confusion"``) into one of numbers.
-
-    ``statistic``: ``accuracy``; ``predicted positive`` (share of test rows predicted as class
-    ``positive``: set against the true share, it shows which prior a model brought from its
-    training domain); ``true positive`` (the true share, the same down each column).
-    """
-    statistics = {"accuracy": lambda m: np.trace(m) / m.sum(),
-                  "predicted positive": lambda m: m[:, positive].sum() / m.sum(),
-                  "true positive": lambda m: m[positive].sum() / m.sum()}
-    if statistic not in statistics:
-        raise ValueError(f"statistic must be one of {list(statistics)}, got {statistic!r}")
-
-    def one(confusion) -> float:
-        return float(statistics[statistic](np.asarray(confusion, dtype=float)))
-    out = (frame.map(one) if hasattr(frame, "map") else frame.applymap(one)).astype(float)
-    out.index.name, out.columns.name = frame.index.name, frame.columns.name
-    return out
-
-
-def off_diagonal_summary(frame):
-    """Per source domain: in-domain score, mean and worst score elsewhere, and the gap between them."""
-    import pandas as pd
-    values = frame.to_numpy(dtype=float)
-    rows = {}
-    for i, source in enumerate(frame.index):
-        j = list(frame.columns).index(source)
-        others = np.delete(values[i], j)
-        rows[source] = {"in-domain": values[i, j], "mean elsewhere": others.mean(),
-                        "worst elsewhere": others.min(), "gap to mean": values[i, j] - others.mean()}
-    out = pd.DataFrame(rows).T
-    out.index.name = frame.index.name
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import data, distill, evaluate, models
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
-from .train import fit, set_seed
+from .train import fine_tune, fit, set_seed
 
 
 @dataclass
@@ -68,10 +68,8 @@ def _log(message: str, started: float) -> None:
 
 def _train_fresh(cfg: JobConfig, train_set, epochs: int, eval_data=None):
     """A new pretrained model fine-tuned on ``train_set``; returns (model, tokenizer, history)."""
-    model, tokenizer = models.load_pretrained(cfg.model, labels=data.BINARY)
-    history = fit(model, train_set, tokenizer=tokenizer, epochs=epochs, batch_size=cfg.batch_size,
-                  lr=cfg.lr, seed=cfg.seed, eval_data=eval_data, progress=cfg.progress)
-    return model, tokenizer, history
+    return fine_tune(train_set, cfg.model, labels=data.BINARY, seed=cfg.seed, epochs=epochs,
+                     batch_size=cfg.batch_size, lr=cfg.lr, eval_data=eval_data, progress=cfg.progress)
 
 
 def _accuracies(scores: dict) -> dict:

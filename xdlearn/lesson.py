@@ -9,7 +9,7 @@ import os
 import warnings
 
 from .models import set_threads
-from .train import set_seed
+from .train import release_memory, set_seed  # noqa: F401  (release_memory: for lessons)
 
 
 def quick() -> bool:
@@ -29,6 +29,7 @@ def setup(seed: int = 0) -> dict:
     set_seed(seed)
     threads = set_threads()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight-loading bars are noise in a lesson
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*TypedStorage.*")

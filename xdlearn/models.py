@@ -93,8 +93,12 @@ def load_tokenizer(name_or_path: str | os.PathLike | None = None):
 
 
 def load_pretrained(name_or_path: str | os.PathLike | None = None, num_labels: int | None = None,
-                    labels: Sequence[str] | None = None, **kwargs):
-    """Load a sequence-classification model and its tokenizer; labels name the classes for ``pipeline``."""
+                    labels: Sequence[str] | None = None, seed: int | None = 0, **kwargs):
+    """Load a sequence-classification model and its tokenizer; labels name the classes for ``pipeline``.
+
+    A new classification head is drawn from its own generator seeded with ``seed``, so the same call
+    gives the same model whatever ran before it (``seed=None`` draws from the global RNG instead).
+    """
     from transformers import AutoModelForSequenceClassification
     if labels is not None:
         labels = list(labels)
@@ -106,7 +110,9 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, num_labels: i
         kwargs.update(num_labels=num_labels, id2label=dict(enumerate(labels)),
                       label2id={name: i for i, name in enumerate(labels)})
     source = resolve_model(name_or_path)
-    with quiet_transformers():
+    with quiet_transformers(), torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)  # inside fork_rng: the caller's RNG state is left as it was
         model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     return model, load_tokenizer(source)
 

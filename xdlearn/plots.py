@@ -40,8 +40,8 @@ def plot_history(history, ax=None, metrics: Sequence[str] | None = None, title: 
             twin.plot(ends, history.metric(name), "o-", label=name)
         twin.set_ylabel("metric")
         twin.set_ylim(0, 1)
-        twin.legend(loc="center right", fontsize=8)
-    ax.legend(loc="upper right", fontsize=8)
+        twin.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title(title or "training")
     fig.tight_layout()
     return fig
@@ -127,7 +127,10 @@ def plot_bars(values: Mapping[str, float], ax=None, title: str = "", ylabel: str
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
         ax.legend(fontsize=8)
-    ax.set_ylim(0, 1.05)
+    if all(0 <= values[n] <= 1 for n in names):
+        ax.set_ylim(0, 1.05)  # scores and shares: the whole 0-1 scale, so bars compare honestly
+    else:
+        ax.margins(y=0.15)    # other quantities (speed-ups, seconds): room for the labels
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="x", labelrotation=20)

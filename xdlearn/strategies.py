@@ -101,6 +101,28 @@ class L1:
         return self.weight * sum(p.abs().sum() for p in model.parameters() if p.requires_grad and p.ndim > 1)
 
 
+class _SquaredDistance(torch.autograd.Function):
+    r""":math:`\sum (w - a)^2` whose backward recomputes :math:`2(w - a)` instead of storing it.
+
+    Autograd would keep ``w - a`` for every parameter until ``backward``: one extra copy of the model.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, anchor)  # references, not copies
+        return ((weight - anchor) ** 2).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, anchor = ctx.saved_tensors
+        return grad * 2 * (weight - anchor), None
+
+
+def squared_distance(weight: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+    r""":math:`\lVert w - a\rVert^2` (``a`` = 0 when not given), differentiable in ``w``, without a stored copy."""
+    return _SquaredDistance.apply(weight, anchor if anchor is not None else weight.new_zeros(()))
+
+
 class L2:
     r"""Weight decay written as a loss: :math:`\frac{\alpha}{2}\lVert w\rVert^2` (pulls weights to zero)."""
 
@@ -108,7 +130,7 @@ class L2:
         self.weight = weight
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        return 0.5 * self.weight * sum((p ** 2).sum() for p in model.parameters() if p.requires_grad and p.ndim > 1)
+        return 0.5 * self.weight * sum(squared_distance(p) for p in model.parameters() if p.requires_grad and p.ndim > 1)
 
 
 class L2SP:
@@ -116,21 +138,31 @@ class L2SP:
 
     Pulls the pretrained backbone toward its *starting point* instead of toward zero, so fine-tuning
     keeps what pretraining learned; the new head, which has no meaningful start, gets plain L2.
+    ``anchor``: a model holding :math:`w^0` that stays unchanged (e.g. the pretrained model a copy was
+    made from); its weights are used in place, instead of a clone of ``model``'s starting weights.
     """
 
-    def __init__(self, model: nn.Module, alpha: float = 0.01, beta: float = 0.01):
+    def __init__(self, model: nn.Module, alpha: float = 0.01, beta: float = 0.01, anchor: nn.Module | None = None):
         self.alpha, self.beta = alpha, beta
         head = {id(p) for p in layer_groups(model)[-1]}
-        self.start = {name: p.detach().clone() for name, p in model.named_parameters() if id(p) not in head}
+        names = {name for name, p in model.named_parameters() if id(p) not in head}
+        if anchor is None:
+            self.start = {name: p.detach().clone() for name, p in model.named_parameters() if name in names}
+        else:
+            start = dict(anchor.named_parameters())
+            missing = sorted(names - set(start))
+            if missing:
+                raise ValueError(f"anchor model has no parameter(s) {missing[:3]}: it must have the same architecture")
+            self.start = {name: start[name].detach() for name in names}
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         near, head = 0.0, 0.0
         for name, p in model.named_parameters():
             name = name.removeprefix("module.")  # under DDP the model is wrapped
             if name in self.start:
-                near = near + ((p - self.start[name]) ** 2).sum()
+                near = near + squared_distance(p, self.start[name])
             elif p.ndim > 1:
-                head = head + (p ** 2).sum()
+                head = head + squared_distance(p)
         return 0.5 * self.alpha * near + 0.5 * self.beta * head
 
 

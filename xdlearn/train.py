@@ -6,6 +6,8 @@ Fine-tuning, distillation, masked-LM and domain-adversarial training differ only
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import random
@@ -21,8 +23,22 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import make_loader
+from .data import BINARY, make_loader
 from .objectives import CrossEntropy, Objective, accuracy_of
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS, so a deleted model stops counting.
+
+    After a model and its optimiser are deleted, glibc keeps their memory in its heap, where the next model
+    fragments it; the process then looks (and on Binder, counts) hundreds of MB bigger than what it holds.
+    ``malloc_trim`` returns those pages. It is a no-op where the C library has no such call.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def set_seed(seed: int) -> None:
@@ -203,6 +219,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
         for batch in bar:
             if unfreezing is not None:
                 unfreezing.on_step(len(history.steps))
+            lr_now = scheduler.get_last_lr()[0]                   # the rate this step uses
             out = objective(model, batch)                          # forward pass + loss
             loss = out["loss"] + sum(reg(model) for reg in regularizers)
             accelerator.backward(loss)                             # gradients
@@ -214,7 +231,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
             seen += len(batch["input_ids"])
             losses.append(loss.item())
             row = {"step": len(history.steps) + 1, "epoch": epoch + 1, "loss": losses[-1],
-                   "lr": scheduler.get_last_lr()[0]}
+                   "lr": lr_now}
             row.update({k: float(v) for k, v in out.items() if k not in ("loss", "logits")})
             if "logits" in out and "labels" in batch:
                 row["accuracy"] = accuracy_of(out["logits"].detach(), batch["labels"])
@@ -235,4 +252,20 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
         if monitor is not None:
             monitor.on_epoch(history)
     model.eval()
+    del optimizer, scheduler, prepared, accelerator
+    release_memory()  # the optimiser's state is garbage now; do not let it inflate the process
     return history
+
+
+def fine_tune(train_data, model: str | os.PathLike | None = None, labels=BINARY,
+              seed: int = 0, **fit_kwargs):
+    """A new pretrained model fine-tuned on ``train_data``; returns ``(model, tokenizer, history)``.
+
+    The one place a fresh model is made and trained (a transfer matrix's ``train_fn``, a baseline):
+    the head and the training both use ``seed``, so the result does not depend on what ran earlier.
+    ``fit_kwargs`` go to ``fit`` (epochs, lr, batch_size, eval_data...).
+    """
+    from .models import load_pretrained
+    net, tokenizer = load_pretrained(model, labels=labels, seed=seed)
+    history = fit(net, train_data, tokenizer=tokenizer, seed=seed, **fit_kwargs)
+    return net, tokenizer, history
