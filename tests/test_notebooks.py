@@ -30,3 +30,19 @@ def test_lesson_is_committed_clean_and_follows_the_conventions(path):
     for cell in code:  # reusable code belongs in xdlearn, not in a lesson
         assert "\ndef " not in "\n" + cell.source or "# for teaching" in cell.source.lower(), \
             f"{path.name}: define functions in xdlearn/, not in the notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_code_cell_is_valid_python(path):
+    """Catches prose pasted into a code cell before a long run does."""
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            lines = [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+            compile("\n".join(lines), f"{path.name} cell {index}", "exec")
+
+
+def test_readme_lists_every_lesson():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    missing = [p.stem for p in NOTEBOOKS if f"`{p.stem}`" not in readme]
+    assert not missing, f"README's lesson table does not list {missing}"
