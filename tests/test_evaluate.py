@@ -1,6 +1,8 @@
 """Metrics against hand-computed values, prediction order, domains and the transfer matrix."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,10 +58,13 @@ def test_predict_returns_rows_in_dataset_order(tokenizer):
 
 def test_evaluate_domains_and_transfer_matrix(tokenizer):
     sets = {"a": toy_sentences(20, seed=1), "b": toy_sentences(30, seed=2)}
-    trained = []
+    trained, earlier = [], []
     def train_fn(source):
         trained.append(source)
-        return LengthModel(), tokenizer  # always predicts class 0
+        assert all(ref() is None for ref in earlier), "the previous model is still in memory"
+        model = LengthModel()  # always predicts class 0
+        earlier.append(weakref.ref(model))
+        return model, tokenizer
     frame = evaluate.transfer_matrix(train_fn, sets, sets)
     assert trained == ["a", "b"]
     assert frame.shape == (2, 2) and frame.index.name == "trained on"

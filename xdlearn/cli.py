@@ -21,7 +21,7 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
              "budget": "target labels for fine-tuning", "train_size": "labels per domain on the source side",
              "epochs": "epochs on source data", "target_epochs": "epochs on the target budget",
              "test_size": "test sentences per domain", "validation_size": "validation sentences per domain",
-             "model": "model name or directory (default: offline MiniLM-L6)", "batch_size": "batch size",
+             "model": "model name or directory; minilm is the offline MiniLM-L6", "batch_size": "batch size",
              "lr": "peak learning rate", "seed": "random seed",
              "student": "student to distil into: N-layer, narrow, bilstm, cnn ('' to skip)",
              "transfer_size": "unlabeled target sentences the teacher labels",

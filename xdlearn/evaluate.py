@@ -119,11 +119,14 @@ def transfer_matrix(train_fn: Callable[[str], tuple], train_sets: Mapping[str, D
     diagonal is in-domain performance and the rest of each row shows what the domain gap costs.
     """
     import pandas as pd
+    from .train import release_memory
     rows = {}
     for source in train_sets:
         model, tokenizer = train_fn(source)
         scores = evaluate_domains(model, test_sets, tokenizer)
         rows[source] = {target: scores[target][metric] for target in test_sets}
+        del model  # before the next model trains: never two in memory at once
+        release_memory()
     frame = pd.DataFrame(rows).T
     frame.index.name, frame.columns.name = "trained on", "tested on"
     return frame
