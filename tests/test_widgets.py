@@ -49,3 +49,15 @@ def test_pareto_front_and_tradeoff_plot():
     fig = plots.plot_tradeoff(frame)
     assert [t.get_text() for t in fig.axes[0].texts] == list("abcde")
     plt.close(fig)
+
+
+def test_plot_bars_scales_to_its_values_and_labels_every_bar():
+    import matplotlib.pyplot as plt
+    scores = plots.plot_bars({"a": 0.6, "b": 0.9}, reference=0.5)
+    assert scores.axes[0].get_ylim() == (0, 1.05)  # scores keep the honest 0-1 scale
+    speedups = plots.plot_bars({"2-layer": 2.9, "CNN": 17.4}, ylabel="speed-up")
+    assert speedups.axes[0].get_ylim()[1] > 17.4  # other quantities are not clipped at 1
+    many = plots.plot_bars({f"a long strategy name {i}": 0.5 for i in range(10)})
+    assert len(many.axes[0].patches) == 10 and many.get_size_inches()[0] >= 7.5
+    for fig in (scores, speedups, many):
+        plt.close(fig)

@@ -120,8 +120,8 @@ def plot_transfer_matrix(frame, ax=None, title: str = "accuracy: trained on (row
 def plot_bars(values: Mapping[str, float], ax=None, title: str = "", ylabel: str = "accuracy",
               reference: float | None = None, reference_label: str = "chance"):
     """Labelled bar chart of named scores, with an optional horizontal reference line."""
-    fig, ax = _figure(ax, (5.5, 3.4))
     names = list(values)
+    fig, ax = _figure(ax, (max(5.5, 0.75 * len(names)), 3.4))  # room for many bars
     bars = ax.bar(names, [values[n] for n in names], color=plt.cm.tab10(np.arange(len(names)) % 10))
     ax.bar_label(bars, fmt="%.3f", fontsize=8)
     if reference is not None:
@@ -133,7 +133,10 @@ def plot_bars(values: Mapping[str, float], ax=None, title: str = "", ylabel: str
         ax.margins(y=0.15)    # other quantities (speed-ups, seconds): room for the labels
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", labelrotation=20)
+    long_labels = max(len(n) for n in names) > 14
+    ax.tick_params(axis="x", labelrotation=30 if long_labels else 20)
+    if long_labels:
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     fig.tight_layout()
     return fig
 
