@@ -27,7 +27,7 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     out = tmp_path / "report"
     code = cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "96",
                      "--budget", "32", "--epochs", "1", "--target-epochs", "1", "--test-size", "40",
-                     "--validation-size", "20", "--transfer-size", "64", "--distill-epochs", "1",
+                     "--validation-size", "20", "--transfer-size", "500", "--distill-epochs", "1",
                      "--source-only", "--no-progress", "--out", str(out)])
     assert code == 0
     assert str(out) in capsys.readouterr().out
@@ -45,6 +45,9 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     assert distilled["retained"] == pytest.approx(distilled["accuracy"]["student"] / distilled["accuracy"]["teacher"],
                                                   abs=1e-3)
     assert "## 4. A small student" in report
+    # 96 training tweets is all the teacher can label: the report says so instead of echoing --transfer-size
+    assert distilled["transfer_sentences"] == 96
+    assert "labelled 96 unlabeled tweets sentences (all there were of the 500 asked for)" in report
     student = pipeline("text-classification", model=distilled["path"], device=-1)
     assert student("what a lovely day")[0]["label"] in ("negative", "positive")
     # a second run never overwrites the first

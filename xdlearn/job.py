@@ -63,7 +63,8 @@ def peak_memory_mb() -> float:
 
 
 def _log(message: str, started: float) -> None:
-    print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+    """One progress line: seconds since the start, peak memory so far, what comes next."""
+    print(f"[{time.perf_counter() - started:6.0f}s {peak_memory_mb() / 1000:4.1f} GB] {message}", flush=True)
 
 
 def _train_fresh(cfg: JobConfig, train_set, epochs: int, eval_data=None):
@@ -134,7 +135,7 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
     scores = {name: evaluate.metrics_from_logits(z, list(test["label"])) for name, z in logits.items()}
     speed = {name: evaluate.latency(m, test, tokenizer)["examples_per_second"]
              for name, m in (("teacher", teacher), ("student", student))}
-    return {"student": student, "history": history, "kind": cfg.student,
+    return {"student": student, "history": history, "kind": cfg.student, "transfer_sentences": len(pool),
             "parameters": {"teacher": models.count_parameters(teacher), "student": models.count_parameters(student)},
             "accuracy": {k: round(v["accuracy"], 4) for k, v in scores.items()},
             "ece": {k: round(v["ece"], 4) for k, v in scores.items()},

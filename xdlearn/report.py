@@ -31,8 +31,10 @@ def _distillation_section(results: dict, heading: str = "## 4. A small student, 
             [f"{d['kind']} student, {cfg['budget']} labels only", f"{d['parameters']['student']:,}",
              _pct(acc["labels_only"]), "same"]]
     saved = f"\nThe student is saved in `{d['path']}` ({d['size_mb']} MB).\n" if d.get("path") else ""
+    used = d.get("transfer_sentences", cfg["transfer_size"])
+    fewer = f" (all there were of the {cfg['transfer_size']} asked for)" if used < cfg["transfer_size"] else ""
     return f"""{heading}
-The teacher labelled {cfg['transfer_size']} unlabeled {cfg['target']} sentences (soft targets, T = {cfg['temperature']});
+The teacher labelled {used} unlabeled {cfg['target']} sentences{fewer} (soft targets, T = {cfg['temperature']});
 the student learned from them for {cfg['distill_epochs']} epochs.
 
 {_table(rows, ["model", "parameters", f"accuracy on {cfg['target']}", "inference examples/s"])}
