@@ -65,9 +65,17 @@ def load_corpus(domains: Sequence[str] | None = None, num_classes: int = 2,
     return DatasetDict(out)
 
 
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (letters, digits, inner apostrophes): one tokeniser for every word count."""
+    return _WORD.findall(text.lower())
+
+
 def duplicate_key(text: str) -> tuple[str, ...]:
-    """The words of a sentence, lower-cased, without punctuation: variants of one tweet share a key."""
-    return tuple(re.findall(r"[a-z0-9]+(?:'[a-z]+)*", text.lower()))
+    """The words of a sentence, without case or punctuation: variants of one tweet share a key."""
+    return tuple(words(text))
 
 
 def split(ds: Dataset, seed: int = 0, test_size: float | int = 0.2,

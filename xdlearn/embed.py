@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import Counter
 from typing import Mapping, Sequence
 
@@ -19,19 +18,14 @@ from datasets import Dataset
 from torch import nn
 
 from . import data, models
+from .data import words
 from .objectives import model_inputs
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 
 
 # ---------------------------------------------------------------------------------------------
 # Text statistics: lengths, labels, words
 # ---------------------------------------------------------------------------------------------
-def words(text: str) -> list[str]:
-    """Lower-cased word tokens (letters, digits, inner apostrophes): one tokeniser for every count here."""
-    return _WORD.findall(text.lower())
-
-
 def length_stats(domains: Mapping[str, Dataset], tokenizer=None):
     """Sentence lengths per domain in words (and in model tokens if ``tokenizer``): what padding will cost."""
     import pandas as pd
