@@ -1,7 +1,6 @@
 """Labels, splits, your own files, the Amazon review layout, and batches with dynamic padding."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import pytest

@@ -98,3 +98,14 @@ def test_latency_tokenises_once_outside_the_timed_runs(monkeypatch, tiny_model, 
     assert calls == [1] and result["n"] == 30 and result["examples_per_second"] > 0
     with pytest.raises(ValueError, match="tokenizer"):
         evaluate.latency(tiny_model, ds)
+
+
+def test_temperature_scaling_recovers_the_temperature_that_made_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 2))
+    true_t = 2.5
+    p = np.exp(logits / true_t) / np.exp(logits / true_t).sum(1, keepdims=True)
+    labels = (rng.random(4000) < p[:, 1]).astype(int)       # labels drawn from the softened probabilities
+    assert evaluate.fit_temperature(logits, labels) == pytest.approx(true_t, rel=0.1)
+    with pytest.raises(ValueError, match="as many labels"):
+        evaluate.fit_temperature(logits, labels[:10])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdlearn import data, distill, models, train, widgets
+from xdlearn import models, train, widgets
 from conftest import make_tiny_model, toy_sentences
 
 

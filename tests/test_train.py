@@ -111,7 +111,6 @@ def test_fine_tune_does_not_depend_on_earlier_random_draws(tmp_path, tokenizer, 
     make_tiny_model(seed=1).base_model.save_pretrained(tmp_path / "tiny")  # an encoder without a head
     tokenizer.save_pretrained(tmp_path / "tiny")
     torch.manual_seed(123)
-    state = torch.get_rng_state()
     first, tok, history = train.fine_tune(toy["train"], tmp_path / "tiny", epochs=1, lr=1e-3, seed=4,
                                           batch_size=16, progress=False)
     torch.rand(11)  # whatever ran before in a notebook must not change the result

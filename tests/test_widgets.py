@@ -61,3 +61,20 @@ def test_plot_bars_scales_to_its_values_and_labels_every_bar():
     assert len(many.axes[0].patches) == 10 and many.get_size_inches()[0] >= 7.5
     for fig in (scores, speedups, many):
         plt.close(fig)
+
+
+def test_per_seed_scores_are_drawn_as_mean_with_a_standard_deviation_bar():
+    import matplotlib.pyplot as plt
+    fig = plots.plot_bars({"a": [0.6, 0.7, 0.8], "b": 0.9})
+    ax = fig.axes[0]
+    assert [round(p.get_height(), 6) for p in ax.patches] == [0.7, 0.9]
+    labels = [t.get_text() for t in ax.texts]
+    assert labels[0] == "0.700\n±0.100" and labels[1] == "0.900"
+    segments = [c for c in ax.collections if len(c.get_segments())]   # the error bars
+    (low, high) = segments[0].get_segments()[0][:, 1]
+    assert (round(low, 6), round(high, 6)) == (0.6, 0.8)
+    curve = plots.plot_budget_curves({"x": {16: [0.5, 0.7, 0.6], 64: [0.8, 0.8, 0.8]}})
+    line = curve.axes[0].lines[0]
+    assert list(line.get_xdata()) == [16, 64] and [round(y, 6) for y in line.get_ydata()] == [0.6, 0.8]
+    for f in (fig, curve):
+        plt.close(f)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -230,23 +229,30 @@ def ngram_sample(text: str, rng: random.Random, min_n: int = 1, max_n: int = 5) 
 
 
 def augment(ds: Dataset, copies: int = 2, p_mask: float = 0.1, p_ngram: float = 0.25,
-            seed: int = 0, mask: str = "[MASK]") -> Dataset:
+            seed: int = 0, mask: str = "[MASK]", keep_labels: bool = False) -> Dataset:
     """``copies`` perturbed variants per sentence (masked words, sometimes an n-gram), text only.
 
     The result has no labels: label it with the teacher (``label_with_teacher``) to make a transfer set.
+    ``keep_labels=True`` instead gives each variant its sentence's label (augmenting scarce labels directly).
     """
+    if keep_labels and "label" not in ds.column_names:
+        raise ValueError("keep_labels=True needs a 'label' column")
     rng = random.Random(seed)
-    texts, domains = [], []
+    rows = {"text": [], "domain": [], "label": []}
     sources = list(ds["domain"]) if "domain" in ds.column_names else ["augmented"] * len(ds)
-    for text, domain in zip(ds["text"], sources):
+    labels = list(ds["label"]) if keep_labels else [None] * len(ds)
+    for text, domain, label in zip(ds["text"], sources, labels):
         for _ in range(copies):
             variant = mask_words(text, rng, p_mask, mask)
             if rng.random() < p_ngram:
                 variant = ngram_sample(variant, rng)
             if variant.strip() and variant != text:
-                texts.append(variant)
-                domains.append(domain)
-    return Dataset.from_dict({"text": texts, "domain": domains})
+                rows["text"].append(variant)
+                rows["domain"].append(domain)
+                rows["label"].append(label)
+    if not keep_labels:
+        del rows["label"]
+    return Dataset.from_dict(rows)
 
 
 def label_with_teacher(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: str | Path | None = None,

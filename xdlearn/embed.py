@@ -17,8 +17,9 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from . import data, models
+from . import models
 from .data import words
+from .infer import map_batches
 from .objectives import model_inputs
 
 
@@ -213,22 +214,13 @@ def sentence_embeddings(model_or_name: nn.Module | str | os.PathLike | None, tex
         raise ValueError("sentence_embeddings() needs the model's tokenizer (or a model name to load both)")
     if not isinstance(texts, Dataset):
         texts = Dataset.from_dict({"text": list(texts)})
-    loader = data.make_loader(texts.select_columns(["text"]), tokenizer, batch_size=batch_size,
-                              shuffle=False, max_length=max_length)
-    was_training = encoder.training
-    encoder.eval()
-    vectors = []
-    for batch in loader:
-        hidden = encoder(**model_inputs(batch)).last_hidden_state
-        vectors.append(mean_pool(hidden, batch["attention_mask"]).float())
-    encoder.train(was_training)
-    out = torch.cat(vectors) if vectors else torch.zeros(0, encoder.config.hidden_size)
-    if normalize:
-        out = torch.nn.functional.normalize(out, dim=-1)
-    order = [i for batch in loader.batch_sampler for i in batch]  # batches ran sorted by length
-    restored = np.empty_like(out.numpy())
-    restored[order] = out.numpy()
-    return restored
+    if len(texts) == 0:
+        return np.zeros((0, encoder.config.hidden_size), dtype=np.float32)
+
+    def pooled(model, batch):
+        vectors = mean_pool(model(**model_inputs(batch)).last_hidden_state, batch["attention_mask"])
+        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+    return map_batches(encoder, texts.select_columns(["text"]), pooled, tokenizer, batch_size, max_length)
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

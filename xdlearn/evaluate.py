@@ -13,26 +13,16 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from .data import make_loader, tokenize
+from .data import tokenize
+from .infer import map_batches
 from .objectives import model_inputs
 
 
-@torch.no_grad()
 def predict(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
             max_length: int = 128) -> np.ndarray:
     """Logits for every row of ``data``, in the dataset's order (batches run sorted by length)."""
-    loader = make_loader(data, tokenizer, batch_size=batch_size, shuffle=False, max_length=max_length)
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for batch in loader:
-        outputs.append(model(**model_inputs(batch)).logits.float())
-    model.train(was_training)
-    logits = torch.cat(outputs).numpy()
-    order = [i for batch in loader.batch_sampler for i in batch]
-    restored = np.empty_like(logits)
-    restored[order] = logits
-    return restored
+    return map_batches(model, data, lambda m, batch: m(**model_inputs(batch)).logits, tokenizer,
+                       batch_size, max_length)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -80,6 +70,27 @@ def expected_calibration_error(probs: np.ndarray, labels: Sequence[int], n_bins:
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, labels: Sequence[int], max_iter: int = 200) -> float:
+    """Temperature scaling (Guo et al. 2017): the T for which softmax(logits / T) best fits held-out labels (NLL).
+
+    T > 1 softens an over-confident model, T < 1 sharpens an under-confident one; predictions do not change.
+    """
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(list(labels)), dtype=torch.long)
+    if len(z) != len(y) or len(y) == 0:
+        raise ValueError(f"fit_temperature needs as many labels as rows of logits, got {len(y)} and {len(z)}")
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+    optimizer.step(nll)
+    return float(log_t.detach().exp())
 
 
 def metrics_from_logits(logits: np.ndarray, labels: Sequence[int]) -> dict:

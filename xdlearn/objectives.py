@@ -25,6 +25,14 @@ class Objective(nn.Module):
     def forward(self, model: nn.Module, batch: dict) -> dict:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def set_progress(self, fraction: float) -> None:
+        """Told by ``fit`` before every step how far training has got (0 to 1); a schedule (DANN's lambda) reads it."""
+
+    def optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The objective's own trainable parameters (a projection, a discriminator) as optimiser groups for ``fit``."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay}] if params else []
+
 
 class CrossEntropy(Objective):
     r"""Supervised fine-tuning: :math:`\mathcal{L} = -\frac1N\sum_i \log p_\theta(y_i \mid x_i)`."""

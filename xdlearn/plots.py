@@ -8,6 +8,9 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt  # headless, matplotlib falls back to Agg and draws to files
 import numpy as np
+from matplotlib.ticker import ScalarFormatter
+
+from . import stats
 
 
 def smooth(values: Sequence[float], window: int = 10) -> np.ndarray:
@@ -117,18 +120,38 @@ def plot_transfer_matrix(frame, ax=None, title: str = "accuracy: trained on (row
     return fig
 
 
-def plot_bars(values: Mapping[str, float], ax=None, title: str = "", ylabel: str = "accuracy",
+def _spread(values: Sequence) -> tuple[list[float], list[float] | None]:
+    """Scores, or lists of per-seed scores -> (means, standard deviations for error bars, or None for plain scores)."""
+    means, sds = [], []
+    for value in values:
+        if np.ndim(value) == 0:
+            means.append(float(value)), sds.append(None)
+        elif len(value) == 0:
+            raise ValueError("an empty list of scores cannot be plotted")
+        else:
+            mean, sd = stats.mean_sd(value)
+            means.append(mean), sds.append(sd if len(value) > 1 else None)
+    return means, ([sd or 0.0 for sd in sds] if any(sd is not None for sd in sds) else None)
+
+
+def plot_bars(values: Mapping[str, float | Sequence[float]], ax=None, title: str = "", ylabel: str = "accuracy",
               reference: float | None = None, reference_label: str = "chance"):
-    """Labelled bar chart of named scores, with an optional horizontal reference line."""
+    """Labelled bar chart of named scores; a list of per-seed scores draws its mean with a ±1 sd error bar."""
     names = list(values)
+    if not names:
+        raise ValueError("plot_bars() needs at least one named score")
+    means, errors = _spread([values[n] for n in names])
     fig, ax = _figure(ax, (max(5.5, 0.75 * len(names)), 3.4))  # room for many bars
-    bars = ax.bar(names, [values[n] for n in names], color=plt.cm.tab10(np.arange(len(names)) % 10))
-    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    bars = ax.bar(names, means, yerr=errors, capsize=4 if errors else 0,
+                  color=plt.cm.tab10(np.arange(len(names)) % 10))
+    spread = [np.ndim(values[n]) > 0 and len(values[n]) > 1 for n in names]
+    labels = [f"{m:.3f}" + (f"\n±{e:.3f}" if s else "") for m, e, s in zip(means, errors or means, spread)]
+    ax.bar_label(bars, labels=labels, fontsize=8, padding=2)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
-        ax.legend(fontsize=8)
-    if all(0 <= values[n] <= 1 for n in names):
-        ax.set_ylim(0, 1.05)  # scores and shares: the whole 0-1 scale, so bars compare honestly
+        ax.legend(fontsize=8, loc="upper right")
+    if all(0 <= m <= 1 for m in means):
+        ax.set_ylim(0, 1.12 if errors else 1.05)  # scores and shares: the whole 0-1 scale, so bars compare honestly
     else:
         ax.margins(y=0.15)    # other quantities (speed-ups, seconds): room for the labels
     ax.set_ylabel(ylabel)
@@ -141,17 +164,20 @@ def plot_bars(values: Mapping[str, float], ax=None, title: str = "", ylabel: str
     return fig
 
 
-def plot_budget_curves(curves: Mapping[str, Mapping[int, float]], ax=None,
+def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]]], ax=None,
                        title: str = "target accuracy vs. number of target labels",
                        reference: float | None = None, reference_label: str = "source-only"):
-    """One line per method: score against label budget, on a log-2 x axis."""
+    """One line per method: score against label budget (log-2 axis); per-seed lists draw mean ± 1 sd."""
     fig, ax = _figure(ax, (6, 3.8))
     for name, points in curves.items():
         budgets = sorted(points)
-        ax.plot(budgets, [points[b] for b in budgets], "o-", label=name)
+        means, errors = _spread([points[b] for b in budgets])
+        ax.errorbar(budgets, means, yerr=errors, fmt="o-", capsize=3, label=name)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({b for points in curves.values() for b in points}))
+    ax.get_xaxis().set_major_formatter(ScalarFormatter())
     ax.set_xlabel("target labels")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)

@@ -100,7 +100,7 @@ def as_loader(data, tokenizer, batch_size: int, seed: int, max_length: int, shuf
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
                      extra: Iterable[nn.Parameter] = ()) -> list[dict]:
-    """AdamW groups: decay weights, but not biases and LayerNorm (standard BERT practice)."""
+    """AdamW groups: decay weights, but not biases and LayerNorm (standard BERT practice); ``extra`` decays too."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():  # frozen ones too: unfreezing may wake them later
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
@@ -192,7 +192,8 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     set_seed(seed)
     objective = objective if objective is not None else CrossEntropy()
     loader = as_loader(train_data, tokenizer, batch_size, seed, max_length, shuffle=True)
-    groups = optimizer_groups or parameter_groups(model, lr, weight_decay, objective.parameters())
+    # the model's groups (or the caller's, e.g. layer-wise rates), then the objective's own parameters, at its rate
+    groups = (optimizer_groups or parameter_groups(model, lr, weight_decay)) + objective.optimizer_groups(lr, weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=lr)
     total_steps = epochs * len(loader)
     scheduler = linear_warmup_decay(optimizer, int(warmup * total_steps), total_steps)
@@ -207,6 +208,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     model, optimizer, prepared = accelerator.prepare(model, optimizer, loader)
     restore_rng(rng)  # after prepare(), which may draw random numbers of its own
     sampler = getattr(loader, "batch_sampler", None)
+    schedule_of = accelerator.unwrap_model(objective)  # the objective itself, also when wrapped for DDP
     show = progress and accelerator.is_main_process
     for epoch in range(start_epoch, epochs):
         if hasattr(prepared, "set_epoch"):
@@ -220,6 +222,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
             if unfreezing is not None:
                 unfreezing.on_step(len(history.steps))
             lr_now = scheduler.get_last_lr()[0]                   # the rate this step uses
+            schedule_of.set_progress(len(history.steps) / total_steps)
             out = objective(model, batch)                          # forward pass + loss
             loss = out["loss"] + sum(reg(model) for reg in regularizers)
             accelerator.backward(loss)                             # gradients

@@ -1,0 +1,38 @@
+"""The one inference loop: a function of (model, batch) run over a dataset, in length-sorted batches, no gradients.
+
+``evaluate.predict`` (logits), ``embed.sentence_embeddings`` (mean-pooled states) and ``adapt.features`` ([CLS]
+states) differ only in what they take from the model; the batching, eval mode and the restored row order live here.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+
+from .data import make_loader
+
+
+@torch.no_grad()
+def map_batches(model: nn.Module, data: Dataset, fn: Callable[[nn.Module, dict], torch.Tensor], tokenizer=None,
+                batch_size: int = 64, max_length: int = 128) -> np.ndarray:
+    """``fn(model, batch)`` for every batch, stacked, one row per row of ``data`` in the dataset's order.
+
+    Batches run sorted by length (least padding) in eval mode; the model's train/eval mode is restored after.
+    """
+    loader = make_loader(data, tokenizer, batch_size=batch_size, shuffle=False, max_length=max_length)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [fn(model, batch).float() for batch in loader]
+    finally:
+        model.train(was_training)
+    if not outputs:
+        raise ValueError("the dataset is empty: there is no sentence to run the model on")
+    stacked = torch.cat(outputs).numpy()
+    order = [i for batch in loader.batch_sampler for i in batch]
+    restored = np.empty_like(stacked)
+    restored[order] = stacked
+    return restored
