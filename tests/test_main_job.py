@@ -84,3 +84,27 @@ def test_bad_options_exit_with_a_clear_message(capsys):
     assert "both 'movies'" in capsys.readouterr().err
     assert cli.main(["run", "--budget", "0"]) == 2
     assert "budget must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse refuses a method it does not know
+        cli.main(["run", "--adapt", "pseudo-labels"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'pseudo-labels'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mlm", "dann"])
+def test_the_main_job_adapts_the_source_model_with_unlabeled_target_text(tmp_path, method):
+    out = tmp_path / method
+    assert cli.main(["run", "--source", "movies", "--target", "tweets", "--train-size", "64", "--budget", "16",
+                     "--epochs", "1", "--target-epochs", "1", "--test-size", "40", "--validation-size", "20",
+                     "--transfer-size", "64", "--student", "", "--adapt", method, "--source-only",
+                     "--no-progress", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    adapted = results["adaptation"]
+    assert adapted["method"] == method and adapted["unlabeled_sentences"] == 64
+    assert set(adapted) >= {"target_zero_labels", "target_after_budget", "source_zero_labels", "source_after_budget"}
+    report = (out / "report.md").read_text()
+    name = {"mlm": "continued MLM pretraining", "dann": "DANN"}[method]
+    assert f"| source + {name}, 0 target labels | {100 * adapted['target_zero_labels']:.1f}% |" in report
+    assert f"With {name} on 64 unlabeled tweets sentences" in report
+    assert (out / "adapted-encoder" / "config.json").exists() == (method == "mlm")
+    assert results["config"]["adapt"] == method

@@ -24,14 +24,19 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
              "model": "model name or directory; minilm is the offline MiniLM-L6", "batch_size": "batch size",
              "lr": "peak learning rate", "seed": "random seed",
              "student": "student to distil into: N-layer, narrow, bilstm, cnn ('' to skip)",
-             "transfer_size": "unlabeled target sentences the teacher labels",
-             "distill_epochs": "epochs of distillation", "temperature": "distillation temperature"}
+             "transfer_size": "unlabeled target sentences (the teacher labels them; --adapt learns from them)",
+             "distill_epochs": "epochs of distillation", "temperature": "distillation temperature",
+             "adapt": "also train a source model that uses the unlabeled target text: mlm (continued masked-LM "
+                      "pretraining, then the source labels) or dann (domain-adversarial training on the source "
+                      "labels, --epochs); none skips it",
+             "adapt_epochs": "epochs of continued masked-LM pretraining (--adapt mlm)"}
+    choices = {"adapt": ["none", "mlm", "dann"]}
     for f in fields(JobConfig):
         if f.name in ("matrix", "progress"):
             continue
         value = getattr(defaults, f.name)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
-                            help=f"{helps.get(f.name, f.name)} (default: {value})")
+                            choices=choices.get(f.name), help=f"{helps.get(f.name, f.name)} (default: {value})")
     parser.add_argument("--source-only", action="store_true",
                         help="train on the source domain only instead of the full transfer matrix")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -12,10 +12,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import data, distill, evaluate, models
+from . import adapt, data, distill, evaluate, models
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
-from .train import fine_tune, fit, set_seed
+from .train import fine_tune, fit, release_memory, set_seed
+
+
+ADAPT_METHODS = ("none", "mlm", "dann")
 
 
 @dataclass
@@ -39,6 +42,8 @@ class JobConfig:
     transfer_size: int = 2000    # unlabeled target sentences the teacher labels for the student
     distill_epochs: int = 3
     temperature: float = 2.0
+    adapt: str = "none"          # also train a source model that uses unlabeled target text: none, mlm or dann
+    adapt_epochs: int = 1        # epochs of continued masked-LM pretraining (--adapt mlm)
     progress: bool = True
 
     def check(self) -> None:
@@ -51,8 +56,10 @@ class JobConfig:
         if self.student:
             if not (self.student in ("narrow", "bilstm", "cnn") or self.student.endswith("-layer")):
                 raise ValueError(f"student={self.student!r}: use 'N-layer', 'narrow', 'bilstm' or 'cnn'")
+        if self.adapt not in ADAPT_METHODS:
+            raise ValueError(f"adapt={self.adapt!r}: choose from {list(ADAPT_METHODS)}")
         for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size",
-                     "transfer_size", "distill_epochs"):
+                     "transfer_size", "distill_epochs", "adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -111,12 +118,54 @@ def adapt_to_target(cfg: JobConfig, splits: dict, source_model, tokenizer, start
             "target_only": evaluate.evaluate_domains(target_only, tests, tokenizer)}
 
 
+def unlabeled_pool(cfg: JobConfig, splits: dict) -> "data.Dataset":
+    """Target training sentences with their labels removed: what adaptation and distillation learn from."""
+    target = splits[cfg.target]["train"]
+    return data.unlabeled(data.sample_labels(target, cfg.transfer_size, seed=cfg.seed + 1, balanced=False))
+
+
+def adapt_source(cfg: JobConfig, splits: dict, out: Path, started: float) -> dict:
+    """A source model that has also seen unlabeled target text (``--adapt``), scored before and after the budget.
+
+    ``mlm``: continue masked-LM pretraining on the target text, then fine-tune on the source labels.
+    ``dann``: fine-tune on the source labels with a domain-adversarial loss against the target text.
+    """
+    pool, source = unlabeled_pool(cfg, splits), splits[cfg.source]["train"]
+    model, tokenizer = models.load_pretrained(cfg.model, labels=data.BINARY, seed=cfg.seed)
+    if cfg.adapt == "mlm":
+        _log(f"continued masked-LM pretraining on {len(pool)} unlabeled {cfg.target} sentences", started)
+        fit(model, pool, adapt.MaskedLM(model, tokenizer, seed=cfg.seed), tokenizer=tokenizer,
+            epochs=cfg.adapt_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+        encoder = adapt.save_encoder(model, tokenizer, out / "adapted-encoder")
+        del model
+        _log(f"fine-tuning the adapted encoder on {len(source)} {cfg.source} labels", started)
+        model, tokenizer, _ = fine_tune(source, encoder, labels=data.BINARY, seed=cfg.seed, epochs=cfg.epochs,
+                                        batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress)
+    else:
+        _log(f"domain-adversarial fine-tuning on {len(source)} {cfg.source} labels "
+             f"against {len(pool)} unlabeled {cfg.target} sentences", started)
+        objective = adapt.DomainAdversarial(pool, tokenizer, model.config.hidden_size, cfg.batch_size,
+                                            seed=cfg.seed)
+        fit(model, source, objective, tokenizer=tokenizer, epochs=cfg.epochs, batch_size=cfg.batch_size,
+            lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+    tests = {d: splits[d]["test"] for d in (cfg.source, cfg.target)}
+    before = _accuracies(evaluate.evaluate_domains(model, tests, tokenizer))
+    labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
+    _log(f"fine-tuning the {cfg.adapt}-adapted model on {len(labels)} {cfg.target} labels", started)
+    fit(model, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
+        lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+    after = _accuracies(evaluate.evaluate_domains(model, tests, tokenizer))
+    return {"method": cfg.adapt, "unlabeled_sentences": len(pool), "target_zero_labels": before[cfg.target],
+            "target_after_budget": after[cfg.target], "source_zero_labels": before[cfg.source],
+            "source_after_budget": after[cfg.source],
+            "encoder_path": str(out / "adapted-encoder") if cfg.adapt == "mlm" else None}
+
+
 def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started: float) -> dict:
     """Distil the adapted teacher into a small student on teacher-labelled target text; compare it
     with the same student trained on the target labels alone."""
     target = splits[cfg.target]
-    pool = data.unlabeled(data.sample_labels(target["train"], cfg.transfer_size, seed=cfg.seed + 1,
-                                             balanced=False))
+    pool = unlabeled_pool(cfg, splits)
     _log(f"teacher labels {len(pool)} unlabeled {cfg.target} sentences (logits cached)", started)
     transfer = distill.label_with_teacher(teacher, pool, tokenizer)
     student = models.make_student(teacher, tokenizer, cfg.student)
@@ -192,6 +241,9 @@ def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None
         "training": {"source_examples_per_second": round(source_history.last["examples_per_second"], 1)},
         "model": {**models.describe(target["model"]), **served},
     }
+    if cfg.adapt != "none":
+        results["adaptation"] = adapt_source(cfg, splits, out, started)
+        release_memory()
     if cfg.student:
         student = distill_to_student(cfg, splits, target["model"], tokenizer, started)
         results["distillation"] = {k: v for k, v in student.items() if k not in ("student", "history")}
