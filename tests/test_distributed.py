@@ -21,7 +21,9 @@ SCRIPT = textwrap.dedent("""
     gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     assert torch.equal(gathered[0], gathered[1]), "replicas diverged"
-    print(f"rank {{dist.get_rank()}} steps {{len(history.steps)}} world {{dist.get_world_size()}}")
+    print(f"rank {{dist.get_rank()}} steps {{len(history.steps)}} world {{dist.get_world_size()}}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()  # a process group left for exit to tear down can abort ("terminate called...")
 """)
 
 

@@ -48,7 +48,7 @@ def compare(a: Sequence[float], b: Sequence[float]) -> dict:
 
 
 def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, scale: float = 100.0,
-            unit: str = " points", more: str = "beats") -> str:
+            unit: str = " points", more: str = "beats", digits: int = 1) -> str:
     """One sentence: the difference with its standard error, and whether it is beyond noise or within it.
 
     ``more`` says what a larger value means (``"beats"`` for accuracy, ``"is farther apart than"`` for a distance).
@@ -56,5 +56,5 @@ def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, sc
     c = compare(a, b)
     said = (f"{name_a} {more} {name_b}" if c["difference"] > 0 else f"{name_b} {more} {name_a}") \
         if c["beyond_noise"] else f"{name_a} vs {name_b}: within noise at this size"
-    return (f"{said} ({c['difference'] * scale:+.1f} ± {c['se'] * scale:.1f}{unit}, "
+    return (f"{said} ({c['difference'] * scale:+.{digits}f} ± {c['se'] * scale:.{digits}f}{unit}, "
             f"{abs(c['z']):.1f} standard errors)")
