@@ -14,20 +14,16 @@ def test_linear_layer_costs_two_flops_per_multiply_add():
 
 
 def test_lstm_is_counted_although_torch_flop_counter_mode_misses_it():
-    """FlopCounterMode reports 0 for nn.LSTM on CPU; ours counts 4 gates x (input + recurrent) products."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """torch's FlopCounterMode reports 0 for nn.LSTM on CPU (torch 2.13); ours counts 4 gates x 2 products."""
     lstm = nn.LSTM(12, 6, batch_first=True, bidirectional=True)
     x = torch.randn(3, 7, 12)
     expected = 2 * 2 * 3 * 7 * 4 * 6 * (12 + 6)  # directions x batch x steps x gates x hidden x (in + hidden)
     assert flops.count_flops(lstm, x) == expected
     packed = nn.utils.rnn.pack_padded_sequence(x, [7, 7, 7], batch_first=True)  # the BiLSTM student's path
     assert flops.count_flops(lstm, packed) == expected
-    with FlopCounterMode(display=False) as reference:
-        lstm(x)
-    assert reference.get_total_flops() < expected  # the reason the library has its own counter
 
 
-def test_convolution_and_attention_are_counted(tokenizer):
+def test_convolution_and_attention_are_counted():
     conv = nn.Conv1d(4, 3, kernel_size=2)
     assert flops.count_flops(conv, torch.randn(1, 4, 10)) == 2 * 9 * 3 * 4 * 2
     q = torch.randn(1, 2, 5, 8)

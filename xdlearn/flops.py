@@ -31,8 +31,6 @@ _ALIASES = {
 }
 
 
-
-
 def _rnn_layer_flops(input, weight_ih, weight_hh, *args, **kwargs) -> int:
     """oneDNN's fused RNN layer (what ``nn.LSTM`` runs on CPU): every token meets both weight matrices."""
     tokens = input.shape[0] * input.shape[1] if input.dim() == 3 else input.shape[0]
@@ -87,17 +85,20 @@ def training_flops(model: nn.Module, data: Dataset, objective: Objective | None 
 
     Frozen parameters get no gradient, so a linear probe's backward pass is nearly free; a live teacher's
     forward pass counts, a cached one does not. The model's weights and gradients, and the global random
-    state, are left exactly as they were (no optimiser step is taken).
+    state, are left exactly as they were (no optimiser step is taken); an objective with a state of its own (a
+    masking generator, a target-batch stream) does advance.
     """
     objective = objective if objective is not None else CrossEntropy()
     loader = make_loader(data, tokenizer, batch_size=batch_size, shuffle=False, max_length=max_length)
     was_training = model.training
     model.train()
     total = 0
-    with torch.random.fork_rng(devices=[]):
-        for batch in loader:
-            total += count_flops(lambda: objective(model, batch)["loss"].backward())
-            model.zero_grad(set_to_none=True)
-            objective.zero_grad(set_to_none=True)
-    model.train(was_training)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for batch in loader:
+                total += count_flops(lambda: objective(model, batch)["loss"].backward())
+                model.zero_grad(set_to_none=True)
+                objective.zero_grad(set_to_none=True)
+    finally:
+        model.train(was_training)
     return total / len(data)
