@@ -245,3 +245,5 @@ def test_dann_names_a_wrong_feature_width(tokenizer, toy):
     batch = next(iter(data.make_loader(toy["train"].select(range(8)), tokenizer, batch_size=8)))
     with pytest.raises(ValueError, match="32 wide but hidden_size=384"):
         objective(make_tiny_model(), batch)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        adapt.DomainAdversarial(toy["test"], tokenizer, hidden_size=32, weight=-1.0)
