@@ -2,7 +2,7 @@
 
     python benchmarks/notebooks.py [notebooks/05_*.ipynb ...] [--out benchmarks/results/notebooks.md]
 
-Budget (DESIGN.md section 4): each notebook <= 240 s wall and <= 1.8 GB peak RSS on 2 cores, in its
+Budget (the project's figure for every lesson): each notebook <= 240 s wall and <= 1.8 GB peak RSS on 2 cores, in its
 default (teaching) configuration. The kernel's resident memory is sampled every 100 ms.
 """
 from __future__ import annotations

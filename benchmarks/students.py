@@ -4,7 +4,7 @@
 
 Reports, per student: parameters, MB, inference speed-up over the teacher, target accuracy as a fraction of
 the teacher's, and the gain of distillation over the same student trained on the labels alone.
-Figures to reach (DESIGN.md section 4): a 2-layer student keeps >= 97% at >= 2.8x; BiLSTM/CNN keep >= 90% at >= 15x.
+Figures to reach: a 2-layer student keeps >= 97% at >= 2.8x; BiLSTM/CNN keep >= 90% at >= 15x.
 """
 from __future__ import annotations
 

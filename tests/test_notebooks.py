@@ -1,4 +1,5 @@
-"""Lesson conventions (DESIGN.md section 5), checked on the committed notebooks without running them.
+"""Lesson conventions (outputs cleared, setup first, check cells, exercises, no functions), checked on the
+committed notebooks without running them.
 
 Running them is nbval's job: the README's test command executes every notebook in notebooks/.
 """

@@ -98,17 +98,13 @@ def as_loader(data, tokenizer, batch_size: int, seed: int, max_length: int, shuf
                        max_length=max_length)
 
 
-def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
-                     extra: Iterable[nn.Parameter] = ()) -> list[dict]:
-    """AdamW groups: decay weights, but not biases and LayerNorm (standard BERT practice); ``extra`` decays too."""
+def parameter_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay weights, but not biases and LayerNorm (standard BERT practice)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():  # frozen ones too: unfreezing may wake them later
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
               {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
-    extra = list(extra)
-    if extra:
-        groups.append({"params": extra, "weight_decay": weight_decay, "lr": lr})
     return [g for g in groups if g["params"]]
 
 
@@ -193,7 +189,8 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     objective = objective if objective is not None else CrossEntropy()
     loader = as_loader(train_data, tokenizer, batch_size, seed, max_length, shuffle=True)
     # the model's groups (or the caller's, e.g. layer-wise rates), then the objective's own parameters, at its rate
-    groups = (optimizer_groups or parameter_groups(model, lr, weight_decay)) + objective.optimizer_groups(lr, weight_decay)
+    groups = optimizer_groups or parameter_groups(model, lr, weight_decay)
+    groups = groups + objective.optimizer_groups(lr, weight_decay)  # an objective's own parameters, at its rate
     optimizer = torch.optim.AdamW(groups, lr=lr)
     total_steps = epochs * len(loader)
     scheduler = linear_warmup_decay(optimizer, int(warmup * total_steps), total_steps)
