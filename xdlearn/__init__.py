@@ -3,5 +3,6 @@
 The modules, in the order data flows through them: ``data`` (corpora, splits, batches), ``models``
 (pretrained models offline, sizes), ``objectives`` and ``train`` (one loop, many losses),
 ``evaluate`` (metrics across domains), ``plots`` and ``widgets`` (pictures and interaction).
+Beneath them all, ``runtime`` (seeds, CPU threads, freed and peak memory) imports no other module.
 """
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from torch import nn
 from .data import tokenize
 from .infer import map_batches
 from .objectives import model_inputs
+from .runtime import release_memory
 
 
 def predict(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
@@ -130,7 +131,6 @@ def transfer_matrix(train_fn: Callable[[str], tuple], train_sets: Mapping[str, D
     diagonal is in-domain performance and the rest of each row shows what the domain gap costs.
     """
     import pandas as pd
-    from .train import release_memory
     rows = {}
     for source in train_sets:
         model, tokenizer = train_fn(source)

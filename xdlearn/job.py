@@ -6,7 +6,6 @@ comes from this run and is also written to ``results.json``.
 from __future__ import annotations
 
 import copy
-import resource
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -15,7 +14,8 @@ from pathlib import Path
 from . import adapt, data, distill, evaluate, models
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
-from .train import fine_tune, fit, release_memory, set_seed
+from .runtime import peak_memory_mb, release_memory, set_seed, set_threads
+from .train import fine_tune, fit
 
 
 ADAPT_METHODS = ("none", "mlm", "dann")
@@ -62,11 +62,6 @@ class JobConfig:
                      "transfer_size", "distill_epochs", "adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _log(message: str, started: float) -> None:
@@ -220,7 +215,7 @@ def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None
     print(f"xdlearn: writing the report to {out}", flush=True)
     started = time.perf_counter()
     set_seed(cfg.seed)
-    models.set_threads()
+    set_threads()
     _log("loading the corpus (fetched and cached on first use)", started)
     splits = data.domain_splits(seed=cfg.seed, test_size=cfg.test_size,
                                 validation_size=cfg.validation_size, max_train=cfg.train_size)
@@ -279,7 +274,7 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
     print(f"xdlearn: writing the distillation report to {out}", flush=True)
     started = time.perf_counter()
     set_seed(cfg.seed)
-    models.set_threads()
+    set_threads()
     splits = data.domain_splits([cfg.target], seed=cfg.seed, test_size=cfg.test_size,
                                 validation_size=cfg.validation_size)
     if teacher is not None:

@@ -146,12 +146,6 @@ def describe(model: nn.Module) -> dict:
             "megabytes": round(parameter_bytes(model) / 1e6, 1)}
 
 
-def set_threads(n: int | None = None) -> int:
-    """Use ``n`` CPU threads for torch (default: $XDLEARN_THREADS, else all cores); returns the number."""
-    torch.set_num_threads(n or int(os.environ.get("XDLEARN_THREADS", "0")) or os.cpu_count() or 1)
-    return torch.get_num_threads()
-
-
 # ---------------------------------------------------------------------------------------------
 # Students: smaller models a teacher can be distilled into
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ Fine-tuning, distillation, masked-LM and domain-adversarial training differ only
 """
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import os
 import random
@@ -25,27 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import BINARY, make_loader
 from .objectives import CrossEntropy, Objective, accuracy_of
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS, so a deleted model stops counting.
-
-    After a model and its optimiser are deleted, glibc keeps their memory in its heap, where the next model
-    fragments it; the process then looks (and on Binder, counts) hundreds of MB bigger than what it holds.
-    ``malloc_trim`` returns those pages. It is a no-op where the C library has no such call.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch so a run can be repeated exactly."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+from .runtime import release_memory, set_seed
 
 
 @dataclass
