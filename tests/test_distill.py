@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdlearn import data, distill, models, train, evaluate
+from xdlearn import data, distill, models, train
 from conftest import make_tiny_model, toy_sentences
 
 
@@ -78,8 +78,8 @@ def test_cache_is_reused_and_invalidated_by_teacher_or_data_changes(tokenizer, t
     first = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
     assert len(list(tmp_path.glob("*.npy"))) == 1
     calls = []
-    real_predict = evaluate.predict
-    monkeypatch.setattr(evaluate, "predict", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
+    real_predict = distill.predict
+    monkeypatch.setattr(distill, "predict", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
     again = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
     assert calls == [] and list(again["teacher_logits"]) == list(first["teacher_logits"])
     with torch.no_grad():

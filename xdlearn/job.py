@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import adapt, data, distill, evaluate, models
+from . import adapt, data, distill, evaluate, infer, metrics, models
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
 from .runtime import peak_memory_mb, release_memory, set_seed, set_threads
@@ -174,9 +174,9 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
     fit(alone, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
         lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
     test = target["test"]
-    logits = {name: evaluate.predict(m, test, tokenizer) for name, m in
+    logits = {name: infer.predict(m, test, tokenizer) for name, m in
               (("teacher", teacher), ("student", student), ("labels_only", alone))}
-    scores = {name: evaluate.metrics_from_logits(z, list(test["label"])) for name, z in logits.items()}
+    scores = {name: metrics.metrics_from_logits(z, list(test["label"])) for name, z in logits.items()}
     speed = {name: evaluate.latency(m, test, tokenizer)["examples_per_second"]
              for name, m in (("teacher", teacher), ("student", student))}
     return {"student": student, "history": history, "kind": cfg.student, "transfer_sentences": len(pool),

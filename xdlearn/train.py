@@ -22,8 +22,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data import BINARY, make_loader
+from .infer import predict
+from .metrics import metrics_from_logits
 from .objectives import CrossEntropy, Objective, accuracy_of
 from .runtime import release_memory, set_seed
+
+EPOCH_METRICS = ("accuracy", "macro_f1", "ece")   # scored on every evaluation set after each epoch
+EVAL_BATCH_FACTOR = 2                             # no gradients to keep: evaluation batches can be larger
 
 
 @dataclass
@@ -136,15 +141,21 @@ def restore_rng(rng: dict | None) -> None:
 
 
 def evaluate_during_training(model, eval_data, tokenizer, batch_size: int, max_length: int) -> dict:
-    """Metrics for every evaluation set: ``{"<name>/accuracy": ..., "<name>/macro_f1": ...}``."""
-    from .evaluate import evaluate
+    """Metrics for every evaluation set: ``{"<name>/accuracy": ..., "<name>/macro_f1": ...}``.
+
+    Built from ``infer.predict`` and ``metrics``, which sit below this module: ``evaluate`` sits above it
+    (its transfer matrix trains models), so importing it here would close a circle.
+    """
     if eval_data is None:
         return {}
     sets = eval_data if isinstance(eval_data, Mapping) else {"validation": eval_data}
     out = {}
     for name, ds in sets.items():
-        metrics = evaluate(model, ds, tokenizer, batch_size=batch_size * 2, max_length=max_length)
-        out.update({f"{name}/{k}": v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")})
+        if "label" not in ds.column_names:
+            raise ValueError(f"eval_data {name!r} needs a 'label' column to be scored")
+        logits = predict(model, ds, tokenizer, batch_size=batch_size * EVAL_BATCH_FACTOR, max_length=max_length)
+        scores = metrics_from_logits(logits, list(ds["label"]))
+        out.update({f"{name}/{k}": scores[k] for k in EPOCH_METRICS})
     return out
 
 
