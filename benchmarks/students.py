@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from xdlearn import data, distill, evaluate, lesson, models, train
+from xdlearn import data, distill, evaluate, lesson, models, students, train
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = {"3-layer": 1e-4, "2-layer": 1e-4, "narrow": 1e-3, "bilstm": 1e-3, "cnn": 1e-3}
@@ -30,7 +30,7 @@ def pruned_size(student, tokenizer, texts, test) -> tuple[int, float]:
     """Parameters and MB after vocabulary pruning to the domain's text; refuses if a prediction changed."""
     before = evaluate.predict(student, test, tokenizer).argmax(-1)
     with tempfile.TemporaryDirectory() as folder:
-        pruned, pruned_tokenizer = models.prune_vocabulary(student, tokenizer, texts, folder)
+        pruned, pruned_tokenizer = students.prune_vocabulary(student, tokenizer, texts, folder)
         after = evaluate.predict(pruned, test, pruned_tokenizer).argmax(-1)
     if (before != after).any():
         raise RuntimeError("vocabulary pruning changed predictions")
@@ -58,7 +58,7 @@ def main() -> None:
     for kind, lr in KINDS.items():
         scores = {}
         for mode in ("distilled", "labels only"):
-            student = models.make_student(teacher, tokenizer, kind)
+            student = students.make_student(teacher, tokenizer, kind)
             if mode == "distilled":
                 train.fit(student, transfer, distill.Distillation(temperature=2.0, alpha=1.0), tokenizer=tokenizer,
                           epochs=args.epochs, lr=lr, progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdlearn import data, distill, models, train
+from xdlearn import data, distill, students, train
 from conftest import make_tiny_model, toy_sentences
 
 
@@ -125,7 +125,7 @@ def test_attention_matching_is_zero_for_identical_maps_and_averages_heads():
 def test_distillation_with_hidden_and_attention_losses_trains(tokenizer, toy):
     teacher = make_tiny_model(seed=1)
     train.fit(teacher, toy["train"], tokenizer=tokenizer, epochs=6, lr=2e-3, batch_size=16, progress=False)
-    student = models.student_from_teacher(teacher, [1])
+    student = students.student_from_teacher(teacher, [1])
     objective = distill.Distillation(teacher, temperature=2.0, alpha=0.5,
                                      hidden=distill.HiddenStateMatching({1: 2}, 32, 32),
                                      attention=distill.AttentionMatching({0: 1}))

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from xdlearn import models, train, widgets
+from xdlearn import models, students, train, widgets
 from conftest import make_tiny_model, toy_sentences
 
 
 def test_student_from_teacher_copies_the_chosen_layers(tiny_model):
-    student = models.student_from_teacher(tiny_model, [1])
+    student = students.student_from_teacher(tiny_model, [1])
     assert student.config.num_hidden_layers == 1
     t, s = tiny_model.state_dict(), student.state_dict()
     assert torch.equal(s["bert.encoder.layer.0.attention.self.query.weight"],
@@ -18,23 +18,23 @@ def test_student_from_teacher_copies_the_chosen_layers(tiny_model):
     assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
     assert torch.equal(s["classifier.weight"], t["classifier.weight"])
     with pytest.raises(models.ModelError, match="indices in 0..1"):
-        models.student_from_teacher(tiny_model, [2])
+        students.student_from_teacher(tiny_model, [2])
 
 
 def test_spread_layers_and_make_student_by_name(tiny_model, tokenizer):
-    assert models.spread_layers(6, 2) == [0, 5]
-    assert models.spread_layers(6, 3) == [0, 2, 5] or models.spread_layers(6, 3) == [0, 3, 5]
-    assert models.spread_layers(6, 1) == [5]
-    assert models.make_student(tiny_model, tokenizer, "1-layer").config.num_hidden_layers == 1
-    assert models.make_student(tiny_model, tokenizer, "narrow").config.hidden_size == 128
-    assert isinstance(models.make_student(tiny_model, tokenizer, "cnn"), models.CNNStudent)
+    assert students.spread_layers(6, 2) == [0, 5]
+    assert students.spread_layers(6, 3) == [0, 2, 5] or students.spread_layers(6, 3) == [0, 3, 5]
+    assert students.spread_layers(6, 1) == [5]
+    assert students.make_student(tiny_model, tokenizer, "1-layer").config.num_hidden_layers == 1
+    assert students.make_student(tiny_model, tokenizer, "narrow").config.hidden_size == 128
+    assert isinstance(students.make_student(tiny_model, tokenizer, "cnn"), students.CNNStudent)
     with pytest.raises(models.ModelError, match="unknown student"):
-        models.make_student(tiny_model, tokenizer, "giant")
+        students.make_student(tiny_model, tokenizer, "giant")
 
 
 @pytest.mark.parametrize("kind", ["bilstm", "cnn"])
 def test_rnn_students_start_from_teacher_embeddings_and_learn(kind, tiny_model, tokenizer, toy):
-    student = models.rnn_student(tiny_model, tokenizer, kind, **({"hidden": 32} if kind == "bilstm" else {"channels": 32}))
+    student = students.rnn_student(tiny_model, tokenizer, kind, **({"hidden": 32} if kind == "bilstm" else {"channels": 32}))
     assert torch.equal(student.embed.weight, tiny_model.bert.embeddings.word_embeddings.weight)
     history = train.fit(student, toy["train"], tokenizer=tokenizer, epochs=6, lr=5e-3, batch_size=16,
                         eval_data=toy["test"], progress=False)
@@ -53,7 +53,7 @@ def test_pruned_vocabulary_keeps_predictions_and_shrinks_the_model(tiny_model, t
     tiny_model.eval()
     before = tiny_model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
     size_before = models.count_parameters(tiny_model)
-    model, small_tok = models.prune_vocabulary(tiny_model, tokenizer, texts, tmp_path)
+    model, small_tok = students.prune_vocabulary(tiny_model, tokenizer, texts, tmp_path)
     assert len(small_tok) < 200 < len(tokenizer)
     assert models.count_parameters(model) == size_before - (len(tokenizer) - len(small_tok)) * 32
     for text in texts:  # the same word pieces, under new ids

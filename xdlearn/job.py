@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import adapt, data, distill, evaluate, infer, metrics, models
+from . import adapt, data, distill, evaluate, infer, metrics, models, students
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
 from .runtime import peak_memory_mb, release_memory, set_seed, set_threads
@@ -163,13 +163,13 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
     pool = unlabeled_pool(cfg, splits)
     _log(f"teacher labels {len(pool)} unlabeled {cfg.target} sentences (logits cached)", started)
     transfer = distill.label_with_teacher(teacher, pool, tokenizer)
-    student = models.make_student(teacher, tokenizer, cfg.student)
+    student = students.make_student(teacher, tokenizer, cfg.student)
     _log(f"distilling into a {cfg.student} student ({models.count_parameters(student):,} parameters)", started)
     history = fit(student, transfer, distill.Distillation(None, cfg.temperature, alpha=1.0),
                   tokenizer=tokenizer, epochs=cfg.distill_epochs, batch_size=cfg.batch_size,
                   lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
     _log(f"training the same student on the {cfg.budget} {cfg.target} labels alone", started)
-    alone = models.make_student(teacher, tokenizer, cfg.student)
+    alone = students.make_student(teacher, tokenizer, cfg.student)
     labels = data.sample_labels(target["train"], cfg.budget, seed=cfg.seed)
     fit(alone, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
         lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
