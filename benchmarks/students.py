@@ -17,7 +17,7 @@ from pathlib import Path
 from xdlearn import data, distill, evaluate, lesson, models, students, train
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = {"3-layer": 1e-4, "2-layer": 1e-4, "narrow": 1e-3, "bilstm": 1e-3, "cnn": 1e-3}
+KINDS = ("3-layer", "2-layer", "narrow", "bilstm", "cnn")   # each trains at students.learning_rate(kind)
 
 
 def accuracy_and_speed(model, test, tokenizer) -> tuple[float, float]:
@@ -55,7 +55,8 @@ def main() -> None:
     t_acc, t_speed = accuracy_and_speed(teacher, split["test"], tokenizer)
     corpus_text = list(data.load_corpus([args.domain])[args.domain]["text"])
     rows = []
-    for kind, lr in KINDS.items():
+    for kind in KINDS:
+        lr = students.learning_rate(kind)
         scores = {}
         for mode in ("distilled", "labels only"):
             student = students.make_student(teacher, tokenizer, kind)

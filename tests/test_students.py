@@ -87,3 +87,21 @@ def test_comparison_widget_and_temperature_explorer(tokenizer):
     assert explorer.entropy(10.0, 0) > explorer.entropy(1.0, 0) > explorer.entropy(0.5, 0)
     explorer.slider.value = 4.0  # the widget redraws without error
     assert explorer.distribution(4.0, 0)[0] == pytest.approx(1 / (1 + np.exp(-0.5)))
+
+
+def test_one_learning_rate_rule_for_every_student_kind():
+    for kind in ("1-layer", "2-layer", "3-layer"):  # the teacher's own layers: fine-tuning's small steps
+        assert students.learning_rate(kind) == students.COPIED_LAYERS_LR == 1e-4
+    for kind in ("narrow", "bilstm", "cnn"):         # layers from random weights: ten times larger steps
+        assert students.learning_rate(kind) == students.FRESH_LAYERS_LR == 1e-3
+    with pytest.raises(models.ModelError, match="unknown student 'giant'"):
+        students.learning_rate("giant")
+
+
+def test_the_job_trains_students_at_the_rate_the_rule_gives():
+    import inspect
+    from xdlearn import job
+    source = inspect.getsource(job.distill_to_student)
+    assert "lr = students.learning_rate(cfg.student)" in source
+    assert source.count("lr=lr") == 2  # the distilled student and its label-only twin
+    assert not hasattr(job, "_student_lr")

@@ -163,16 +163,17 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
     pool = unlabeled_pool(cfg, splits)
     _log(f"teacher labels {len(pool)} unlabeled {cfg.target} sentences (logits cached)", started)
     transfer = distill.label_with_teacher(teacher, pool, tokenizer)
+    lr = students.learning_rate(cfg.student)   # the same rate wherever this kind of student trains
     student = students.make_student(teacher, tokenizer, cfg.student)
     _log(f"distilling into a {cfg.student} student ({models.count_parameters(student):,} parameters)", started)
     history = fit(student, transfer, distill.Distillation(None, cfg.temperature, alpha=1.0),
                   tokenizer=tokenizer, epochs=cfg.distill_epochs, batch_size=cfg.batch_size,
-                  lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
+                  lr=lr, seed=cfg.seed, progress=cfg.progress)
     _log(f"training the same student on the {cfg.budget} {cfg.target} labels alone", started)
     alone = students.make_student(teacher, tokenizer, cfg.student)
     labels = data.sample_labels(target["train"], cfg.budget, seed=cfg.seed)
     fit(alone, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
-        lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
+        lr=lr, seed=cfg.seed, progress=cfg.progress)
     test = target["test"]
     logits = {name: infer.predict(m, test, tokenizer) for name, m in
               (("teacher", teacher), ("student", student), ("labels_only", alone))}
@@ -187,11 +188,6 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
             "retained": round(scores["student"]["accuracy"] / scores["teacher"]["accuracy"], 4),
             "examples_per_second": {k: round(v, 1) for k, v in speed.items()},
             "speedup": round(speed["student"] / speed["teacher"], 2)}
-
-
-def _student_lr(kind: str) -> float:
-    """Students from teacher layers fine-tune like the teacher; fresh students need larger steps."""
-    return 1e-4 if kind.endswith("-layer") else 1e-3
 
 
 def save_and_serve(model, tokenizer, out: Path, examples: list[str], folder: str = "model") -> dict:

@@ -22,6 +22,10 @@ from .strategies import encoder_layers
 
 FEED_FORWARD_FACTOR = 4   # BERT's feed-forward layer is 4x as wide as its hidden states
 TOKENIZE_CHUNK = 1000     # sentences tokenised at a time while collecting the word pieces a text uses
+LAYERS_KIND = re.compile(r"(\d+)-layer")   # "N-layer": N of the teacher's own layers
+FRESH_KINDS = ("narrow", "bilstm", "cnn")   # students whose layers start from random weights
+COPIED_LAYERS_LR = 1e-4   # peak rate for an "N-layer" student: the library's fine-tuning rate
+FRESH_LAYERS_LR = 1e-3    # peak rate for a student whose layers start from random weights
 
 
 def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
@@ -198,13 +202,33 @@ def spread_layers(total: int, keep: int) -> list[int]:
     return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
 
 
+def _unknown_kind(kind: str) -> ModelError:
+    """The one error for a student name that is none of the kinds."""
+    return ModelError(f"unknown student {kind!r}: use 'N-layer' (e.g. '2-layer'), 'narrow', 'bilstm' or 'cnn'")
+
+
 def make_student(teacher: nn.Module, tokenizer, kind: str = "2-layer") -> nn.Module:
     """A student by name: ``"N-layer"`` (from teacher layers), ``"narrow"``, ``"bilstm"`` or ``"cnn"``."""
-    match = re.fullmatch(r"(\d+)-layer", kind)
+    match = LAYERS_KIND.fullmatch(kind)
     if match:
         return student_from_teacher(teacher, spread_layers(teacher.config.num_hidden_layers, int(match.group(1))))
     if kind == "narrow":
         return narrow_transformer(teacher)
     if kind in ("bilstm", "cnn"):
         return rnn_student(teacher, tokenizer, kind)
-    raise ModelError(f"unknown student {kind!r}: use 'N-layer' (e.g. '2-layer'), 'narrow', 'bilstm' or 'cnn'")
+    raise _unknown_kind(kind)
+
+
+def learning_rate(kind: str) -> float:
+    """The peak learning rate a student of ``kind`` trains with: small steps for copied layers, larger for new ones.
+
+    An ``"N-layer"`` student starts as the teacher's own layers, already good at the task, so it takes the small
+    steps of fine-tuning (``COPIED_LAYERS_LR``) that keep what it has. The narrow transformer starts from random
+    weights, and the BiLSTM and CNN train their layers from scratch on top of the copied embeddings: they have
+    everything to learn in a few epochs, so they take ten times larger steps (``FRESH_LAYERS_LR``).
+    """
+    if LAYERS_KIND.fullmatch(kind):
+        return COPIED_LAYERS_LR
+    if kind in FRESH_KINDS:
+        return FRESH_LAYERS_LR
+    raise _unknown_kind(kind)
