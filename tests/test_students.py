@@ -1,10 +1,18 @@
-"""Students: from teacher layers, narrow, BiLSTM/CNN; vocabulary pruning; comparison widgets."""
+"""Students: from teacher layers, narrow, BiLSTM/CNN; vocabulary pruning; learning rates; save and load;
+comparison widgets; and the import direction between train and evaluate."""
 from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import xdlearn
 from xdlearn import models, students, train, widgets
 from conftest import make_tiny_model, toy_sentences
 
@@ -105,3 +113,82 @@ def test_the_job_trains_students_at_the_rate_the_rule_gives():
     assert "lr = students.learning_rate(cfg.student)" in source
     assert source.count("lr=lr") == 2  # the distilled student and its label-only twin
     assert not hasattr(job, "_student_lr")
+
+
+
+SENTENCES = ["what a good film", "a boring and very long story about nothing at all"]
+
+
+def logits_of(model, tokenizer) -> torch.Tensor:
+    """The model's logits on SENTENCES, padded as one batch."""
+    return model(**tokenizer(SENTENCES, padding=True, return_tensors="pt")).logits
+
+
+@pytest.mark.parametrize("kind", ["2-layer", "narrow", "bilstm", "cnn"])
+def test_save_then_load_gives_the_same_student_for_every_kind(kind, tiny_model, tokenizer, tmp_path):
+    student = students.make_student(tiny_model, tokenizer, kind).eval()
+    path = students.save(student, tokenizer, tmp_path / kind)
+    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    assert not [p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pkl")]  # no pickles
+    loaded, loaded_tokenizer = students.load(path)
+    assert type(loaded) is type(student) and not loaded.training
+    assert loaded_tokenizer(SENTENCES)["input_ids"] == tokenizer(SENTENCES)["input_ids"]
+    assert torch.equal(logits_of(loaded, loaded_tokenizer), logits_of(student, tokenizer))
+
+
+def test_a_pruned_bilstm_saves_its_smaller_vocabulary_and_loads_back(tiny_model, tokenizer, tmp_path):
+    student = students.make_student(tiny_model, tokenizer, "bilstm").eval()
+    pruned, small_tok = students.prune_vocabulary(student, tokenizer, SENTENCES, tmp_path / "vocab")
+    path = students.save(pruned, small_tok, tmp_path / "student")
+    loaded, loaded_tokenizer = students.load(path)
+    assert loaded.embed.num_embeddings == len(small_tok) < len(tokenizer)
+    assert torch.equal(logits_of(loaded, loaded_tokenizer), logits_of(pruned, small_tok))
+
+
+def test_loading_an_incomplete_or_unknown_student_says_what_is_wrong(tiny_model, tokenizer, tmp_path):
+    path = students.save(students.make_student(tiny_model, tokenizer, "cnn"), tokenizer, tmp_path / "cnn")
+    with pytest.raises(models.ModelError, match="nowhere: no such directory"):
+        students.load(tmp_path / "nowhere")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "kind": "giant"}))
+    with pytest.raises(models.ModelError, match=r"cnn/config.json: unknown student kind 'giant'"):
+        students.load(path)
+    (path / "config.json").write_text(json.dumps({"arguments": config["arguments"]}))
+    with pytest.raises(models.ModelError, match="names neither a student kind"):
+        students.load(path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(models.ModelError, match=r"cnn: model.safetensors is missing \(the weights"):
+        students.load(path)
+
+
+def test_loading_weights_that_do_not_fit_the_config_is_refused(tiny_model, tokenizer, tmp_path):
+    path = students.save(students.make_student(tiny_model, tokenizer, "bilstm"), tokenizer, tmp_path / "bilstm")
+    config = json.loads((path / "config.json").read_text())
+    config["arguments"]["hidden"] += 1
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(models.ModelError, match="bilstm: the weights and config.json do not make a bilstm student"):
+        students.load(path)
+
+
+def test_evaluate_does_not_import_train():
+    """evaluate sits above train (its transfer matrix trains models): importing it must not load train."""
+    code = "import sys, xdlearn.evaluate; print('xdlearn.train' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def relative_imports(module: str) -> set[str]:
+    """Every xdlearn module ``module`` imports, at the top or inside a function."""
+    tree = ast.parse((Path(xdlearn.__file__).parent / f"{module}.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return found
+
+
+def test_train_and_evaluate_import_neither_each_other_nor_anything_above_them():
+    assert "train" not in relative_imports("evaluate")
+    assert not relative_imports("train") & {"evaluate", "distill", "adapt", "job", "widgets"}
+    assert relative_imports("runtime") == set() and relative_imports("metrics") == set()

@@ -203,6 +203,13 @@ def save_and_serve(model, tokenizer, out: Path, examples: list[str], folder: str
             "examples": [{"text": t, **s} for t, s in zip(examples, served)]}
 
 
+def save_student(student, tokenizer, out: Path, folder: str = "student") -> dict:
+    """Save a student of any kind with ``students.save`` and prove it loads back; its path and size on disk."""
+    path = students.save(student, tokenizer, out / folder)
+    students.load(path)  # a directory that cannot be loaded fails this run, not its first user
+    return {"path": str(path), "size_mb": round(models.disk_size_mb(path), 1)}
+
+
 def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None) -> dict:
     """Run the whole job and write ``report.md``, figures and ``results.json`` into a fresh folder."""
     cfg = cfg or JobConfig()
@@ -238,10 +245,7 @@ def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None
     if cfg.student:
         student = distill_to_student(cfg, splits, target["model"], tokenizer, started)
         results["distillation"] = {k: v for k, v in student.items() if k not in ("student", "history")}
-        if hasattr(student["student"], "save_pretrained"):
-            served = save_and_serve(student["student"], tokenizer, out, [], folder="student")
-            results["distillation"]["path"] = served["path"]
-            results["distillation"]["size_mb"] = served["size_mb"]
+        results["distillation"].update(save_student(student["student"], tokenizer, out))
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     results["peak_memory_mb"] = round(peak_memory_mb(), 1)
     write_report(results, matrix, source_history, target["history"], out)
@@ -282,9 +286,7 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
         model, tokenizer, _ = _train_fresh(cfg, labels, cfg.target_epochs)
     result = distill_to_student(cfg, splits, model, tokenizer, started)
     summary = {k: v for k, v in result.items() if k not in ("student", "history")}
-    if hasattr(result["student"], "save_pretrained"):
-        summary.update({k: v for k, v in save_and_serve(result["student"], tokenizer, out, [], "student").items()
-                        if k in ("path", "size_mb")})
+    summary.update(save_student(result["student"], tokenizer, out))
     summary.update(config=asdict(cfg), teacher=str(teacher or "fine-tuned here"),
                    wall_seconds=round(time.perf_counter() - started, 1), peak_memory_mb=round(peak_memory_mb(), 1))
     write_distill_report(summary, result["history"], out)
