@@ -14,10 +14,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from xdlearn import data, distill, evaluate, lesson, models, train
+from xdlearn import data, distill, evaluate, lesson, models, students, train
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = {"3-layer": 1e-4, "2-layer": 1e-4, "narrow": 1e-3, "bilstm": 1e-3, "cnn": 1e-3}
+KINDS = ("3-layer", "2-layer", "narrow", "bilstm", "cnn")   # each trains at students.learning_rate(kind)
 
 
 def accuracy_and_speed(model, test, tokenizer) -> tuple[float, float]:
@@ -30,7 +30,7 @@ def pruned_size(student, tokenizer, texts, test) -> tuple[int, float]:
     """Parameters and MB after vocabulary pruning to the domain's text; refuses if a prediction changed."""
     before = evaluate.predict(student, test, tokenizer).argmax(-1)
     with tempfile.TemporaryDirectory() as folder:
-        pruned, pruned_tokenizer = models.prune_vocabulary(student, tokenizer, texts, folder)
+        pruned, pruned_tokenizer = students.prune_vocabulary(student, tokenizer, texts, folder)
         after = evaluate.predict(pruned, test, pruned_tokenizer).argmax(-1)
     if (before != after).any():
         raise RuntimeError("vocabulary pruning changed predictions")
@@ -55,10 +55,11 @@ def main() -> None:
     t_acc, t_speed = accuracy_and_speed(teacher, split["test"], tokenizer)
     corpus_text = list(data.load_corpus([args.domain])[args.domain]["text"])
     rows = []
-    for kind, lr in KINDS.items():
+    for kind in KINDS:
+        lr = students.learning_rate(kind)
         scores = {}
         for mode in ("distilled", "labels only"):
-            student = models.make_student(teacher, tokenizer, kind)
+            student = students.make_student(teacher, tokenizer, kind)
             if mode == "distilled":
                 train.fit(student, transfer, distill.Distillation(temperature=2.0, alpha=1.0), tokenizer=tokenizer,
                           epochs=args.epochs, lr=lr, progress=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from xdlearn import data, distill, models, train, evaluate
+from xdlearn import data, distill, students, train
 from conftest import make_tiny_model, toy_sentences
 
 
@@ -78,8 +78,8 @@ def test_cache_is_reused_and_invalidated_by_teacher_or_data_changes(tokenizer, t
     first = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
     assert len(list(tmp_path.glob("*.npy"))) == 1
     calls = []
-    real_predict = evaluate.predict
-    monkeypatch.setattr(evaluate, "predict", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
+    real_predict = distill.predict
+    monkeypatch.setattr(distill, "predict", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
     again = distill.cache_teacher_logits(teacher, ds, tokenizer, tmp_path)
     assert calls == [] and list(again["teacher_logits"]) == list(first["teacher_logits"])
     with torch.no_grad():
@@ -125,7 +125,7 @@ def test_attention_matching_is_zero_for_identical_maps_and_averages_heads():
 def test_distillation_with_hidden_and_attention_losses_trains(tokenizer, toy):
     teacher = make_tiny_model(seed=1)
     train.fit(teacher, toy["train"], tokenizer=tokenizer, epochs=6, lr=2e-3, batch_size=16, progress=False)
-    student = models.student_from_teacher(teacher, [1])
+    student = students.student_from_teacher(teacher, [1])
     objective = distill.Distillation(teacher, temperature=2.0, alpha=0.5,
                                      hidden=distill.HiddenStateMatching({1: 2}, 32, 32),
                                      attention=distill.AttentionMatching({0: 1}))

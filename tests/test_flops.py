@@ -36,8 +36,8 @@ def test_inference_flops_follow_the_layer_count(tokenizer, toy):
     test = toy["test"].select(range(32))
     deep = flops.inference_flops(model, test, tokenizer)
     assert deep == flops.inference_flops(model, test, tokenizer)  # deterministic
-    from xdlearn import models
-    shallow = flops.inference_flops(models.student_from_teacher(model, [0]), test, tokenizer)
+    from xdlearn import students
+    shallow = flops.inference_flops(students.student_from_teacher(model, [0]), test, tokenizer)
     assert 1.5 < deep / shallow < 2.1  # one of two layers kept (the classifier head is shared)
 
 

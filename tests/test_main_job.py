@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from xdlearn import cli, data, evaluate, models, train
+from xdlearn import cli, data, evaluate, models, students, train
 
 
 @pytest.mark.slow
@@ -73,6 +73,8 @@ def test_the_distill_command_turns_a_saved_teacher_into_a_bilstm(tmp_path):
     speeds = results["examples_per_second"]  # speed itself is a benchmark's business, not a test's
     assert results["speedup"] == pytest.approx(speeds["student"] / speeds["teacher"], rel=0.02)
     assert "bilstm student, distilled" in (out / "report.md").read_text()
+    student, _ = students.load(results["path"])  # saved as safetensors + config.json, like every kind
+    assert isinstance(student, students.BiLSTMStudent) and results["size_mb"] > 0
     assert cli.main(["distill", "--teacher", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()  # nothing is written for a run that cannot start
 

@@ -1,16 +1,24 @@
-"""Students: from teacher layers, narrow, BiLSTM/CNN; vocabulary pruning; comparison widgets."""
+"""Students: from teacher layers, narrow, BiLSTM/CNN; vocabulary pruning; learning rates; save and load;
+comparison widgets; and the import direction between train and evaluate."""
 from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from xdlearn import models, train, widgets
+import xdlearn
+from xdlearn import models, students, train, widgets
 from conftest import make_tiny_model, toy_sentences
 
 
 def test_student_from_teacher_copies_the_chosen_layers(tiny_model):
-    student = models.student_from_teacher(tiny_model, [1])
+    student = students.student_from_teacher(tiny_model, [1])
     assert student.config.num_hidden_layers == 1
     t, s = tiny_model.state_dict(), student.state_dict()
     assert torch.equal(s["bert.encoder.layer.0.attention.self.query.weight"],
@@ -18,23 +26,23 @@ def test_student_from_teacher_copies_the_chosen_layers(tiny_model):
     assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
     assert torch.equal(s["classifier.weight"], t["classifier.weight"])
     with pytest.raises(models.ModelError, match="indices in 0..1"):
-        models.student_from_teacher(tiny_model, [2])
+        students.student_from_teacher(tiny_model, [2])
 
 
 def test_spread_layers_and_make_student_by_name(tiny_model, tokenizer):
-    assert models.spread_layers(6, 2) == [0, 5]
-    assert models.spread_layers(6, 3) == [0, 2, 5] or models.spread_layers(6, 3) == [0, 3, 5]
-    assert models.spread_layers(6, 1) == [5]
-    assert models.make_student(tiny_model, tokenizer, "1-layer").config.num_hidden_layers == 1
-    assert models.make_student(tiny_model, tokenizer, "narrow").config.hidden_size == 128
-    assert isinstance(models.make_student(tiny_model, tokenizer, "cnn"), models.CNNStudent)
+    assert students.spread_layers(6, 2) == [0, 5]
+    assert students.spread_layers(6, 3) == [0, 2, 5] or students.spread_layers(6, 3) == [0, 3, 5]
+    assert students.spread_layers(6, 1) == [5]
+    assert students.make_student(tiny_model, tokenizer, "1-layer").config.num_hidden_layers == 1
+    assert students.make_student(tiny_model, tokenizer, "narrow").config.hidden_size == 128
+    assert isinstance(students.make_student(tiny_model, tokenizer, "cnn"), students.CNNStudent)
     with pytest.raises(models.ModelError, match="unknown student"):
-        models.make_student(tiny_model, tokenizer, "giant")
+        students.make_student(tiny_model, tokenizer, "giant")
 
 
 @pytest.mark.parametrize("kind", ["bilstm", "cnn"])
 def test_rnn_students_start_from_teacher_embeddings_and_learn(kind, tiny_model, tokenizer, toy):
-    student = models.rnn_student(tiny_model, tokenizer, kind, **({"hidden": 32} if kind == "bilstm" else {"channels": 32}))
+    student = students.rnn_student(tiny_model, tokenizer, kind, **({"hidden": 32} if kind == "bilstm" else {"channels": 32}))
     assert torch.equal(student.embed.weight, tiny_model.bert.embeddings.word_embeddings.weight)
     history = train.fit(student, toy["train"], tokenizer=tokenizer, epochs=6, lr=5e-3, batch_size=16,
                         eval_data=toy["test"], progress=False)
@@ -53,7 +61,7 @@ def test_pruned_vocabulary_keeps_predictions_and_shrinks_the_model(tiny_model, t
     tiny_model.eval()
     before = tiny_model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
     size_before = models.count_parameters(tiny_model)
-    model, small_tok = models.prune_vocabulary(tiny_model, tokenizer, texts, tmp_path)
+    model, small_tok = students.prune_vocabulary(tiny_model, tokenizer, texts, tmp_path)
     assert len(small_tok) < 200 < len(tokenizer)
     assert models.count_parameters(model) == size_before - (len(tokenizer) - len(small_tok)) * 32
     for text in texts:  # the same word pieces, under new ids
@@ -87,3 +95,100 @@ def test_comparison_widget_and_temperature_explorer(tokenizer):
     assert explorer.entropy(10.0, 0) > explorer.entropy(1.0, 0) > explorer.entropy(0.5, 0)
     explorer.slider.value = 4.0  # the widget redraws without error
     assert explorer.distribution(4.0, 0)[0] == pytest.approx(1 / (1 + np.exp(-0.5)))
+
+
+def test_one_learning_rate_rule_for_every_student_kind():
+    for kind in ("1-layer", "2-layer", "3-layer"):  # the teacher's own layers: fine-tuning's small steps
+        assert students.learning_rate(kind) == students.COPIED_LAYERS_LR == 1e-4
+    for kind in ("narrow", "bilstm", "cnn"):         # layers from random weights: ten times larger steps
+        assert students.learning_rate(kind) == students.FRESH_LAYERS_LR == 1e-3
+    with pytest.raises(models.ModelError, match="unknown student 'giant'"):
+        students.learning_rate("giant")
+
+
+def test_the_job_trains_students_at_the_rate_the_rule_gives():
+    import inspect
+    from xdlearn import job
+    source = inspect.getsource(job.distill_to_student)
+    assert "lr = students.learning_rate(cfg.student)" in source
+    assert source.count("lr=lr") == 2  # the distilled student and its label-only twin
+    assert not hasattr(job, "_student_lr")
+
+
+
+SENTENCES = ["what a good film", "a boring and very long story about nothing at all"]
+
+
+def logits_of(model, tokenizer) -> torch.Tensor:
+    """The model's logits on SENTENCES, padded as one batch."""
+    return model(**tokenizer(SENTENCES, padding=True, return_tensors="pt")).logits
+
+
+@pytest.mark.parametrize("kind", ["2-layer", "narrow", "bilstm", "cnn"])
+def test_save_then_load_gives_the_same_student_for_every_kind(kind, tiny_model, tokenizer, tmp_path):
+    student = students.make_student(tiny_model, tokenizer, kind).eval()
+    path = students.save(student, tokenizer, tmp_path / kind)
+    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    assert not [p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pkl")]  # no pickles
+    loaded, loaded_tokenizer = students.load(path)
+    assert type(loaded) is type(student) and not loaded.training
+    assert loaded_tokenizer(SENTENCES)["input_ids"] == tokenizer(SENTENCES)["input_ids"]
+    assert torch.equal(logits_of(loaded, loaded_tokenizer), logits_of(student, tokenizer))
+
+
+def test_a_pruned_bilstm_saves_its_smaller_vocabulary_and_loads_back(tiny_model, tokenizer, tmp_path):
+    student = students.make_student(tiny_model, tokenizer, "bilstm").eval()
+    pruned, small_tok = students.prune_vocabulary(student, tokenizer, SENTENCES, tmp_path / "vocab")
+    path = students.save(pruned, small_tok, tmp_path / "student")
+    loaded, loaded_tokenizer = students.load(path)
+    assert loaded.embed.num_embeddings == len(small_tok) < len(tokenizer)
+    assert torch.equal(logits_of(loaded, loaded_tokenizer), logits_of(pruned, small_tok))
+
+
+def test_loading_an_incomplete_or_unknown_student_says_what_is_wrong(tiny_model, tokenizer, tmp_path):
+    path = students.save(students.make_student(tiny_model, tokenizer, "cnn"), tokenizer, tmp_path / "cnn")
+    with pytest.raises(models.ModelError, match="nowhere: no such directory"):
+        students.load(tmp_path / "nowhere")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "kind": "giant"}))
+    with pytest.raises(models.ModelError, match=r"cnn/config.json: unknown student kind 'giant'"):
+        students.load(path)
+    (path / "config.json").write_text(json.dumps({"arguments": config["arguments"]}))
+    with pytest.raises(models.ModelError, match="names neither a student kind"):
+        students.load(path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(models.ModelError, match=r"cnn: model.safetensors is missing \(the weights"):
+        students.load(path)
+
+
+def test_loading_weights_that_do_not_fit_the_config_is_refused(tiny_model, tokenizer, tmp_path):
+    path = students.save(students.make_student(tiny_model, tokenizer, "bilstm"), tokenizer, tmp_path / "bilstm")
+    config = json.loads((path / "config.json").read_text())
+    config["arguments"]["hidden"] += 1
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(models.ModelError, match="bilstm: the weights and config.json do not make a bilstm student"):
+        students.load(path)
+
+
+def test_evaluate_does_not_import_train():
+    """evaluate sits above train (its transfer matrix trains models): importing it must not load train."""
+    code = "import sys, xdlearn.evaluate; print('xdlearn.train' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def relative_imports(module: str) -> set[str]:
+    """Every xdlearn module ``module`` imports, at the top or inside a function."""
+    tree = ast.parse((Path(xdlearn.__file__).parent / f"{module}.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return found
+
+
+def test_train_and_evaluate_import_neither_each_other_nor_anything_above_them():
+    assert "train" not in relative_imports("evaluate")
+    assert not relative_imports("train") & {"evaluate", "distill", "adapt", "job", "widgets"}
+    assert relative_imports("runtime") == set() and relative_imports("metrics") == set()

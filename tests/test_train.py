@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xdlearn import data, models, objectives, train
+from xdlearn import data, models, objectives, runtime, train
 from conftest import make_tiny_model
 
 
@@ -141,4 +141,4 @@ def test_fit_frees_its_optimiser_before_returning(tiny_model, tokenizer, toy):
     train.fit(tiny_model, toy["train"], tokenizer=tokenizer, epochs=1, batch_size=32, progress=False)
     alive = [o for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer)]
     assert alive == []  # AdamW keeps two tensors per parameter: they must not outlive training
-    train.release_memory()  # safe to call at any time
+    runtime.release_memory()  # safe to call at any time

@@ -23,6 +23,7 @@ from datasets import Dataset
 from torch import nn
 
 from .data import quiet_datasets
+from .infer import predict
 from .objectives import Objective, model_inputs
 
 TEACHER_LOGITS = "teacher_logits"
@@ -194,7 +195,6 @@ def cache_teacher_logits(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: 
     or transfer set can never be served stale logits.
     """
     from .corpus import cache_dir as default_cache
-    from .evaluate import predict
     folder = Path(cache_dir) if cache_dir else default_cache() / "teacher-logits"
     key = f"{model_fingerprint(teacher)}-{data_fingerprint(ds, max_length)}"
     path = folder / f"{key}.npy"

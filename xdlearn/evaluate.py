@@ -1,7 +1,10 @@
 """How good is a model, and where: accuracy, macro-F1, calibration, confusion, domains, transfer.
 
-Metrics are plain functions of probabilities and labels, so they work for any model, including the
-students of later lessons; ``predict`` is the one place a model is run for evaluation.
+The metrics themselves live in ``metrics`` (plain functions of logits and labels) and the run of a model in
+``infer.predict``; both sit below ``train``, which scores every epoch with them, so neither ``train`` nor
+``evaluate`` imports the other. This module builds on them: a model on a dataset or several domains, transfer
+matrices, temperature scaling, latency. It is also the one evaluation namespace of the lessons, so the
+metrics and ``predict`` are named here too (``__all__``): ``evaluate.accuracy``, ``evaluate.predict``.
 """
 from __future__ import annotations
 
@@ -14,62 +17,14 @@ from datasets import Dataset
 from torch import nn
 
 from .data import tokenize
-from .infer import map_batches
-from .objectives import model_inputs
+from .infer import predict
+from .metrics import (accuracy, confusion_matrix, expected_calibration_error, macro_f1, metrics_from_logits,
+                      softmax)
+from .runtime import release_memory
 
-
-def predict(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
-            max_length: int = 128) -> np.ndarray:
-    """Logits for every row of ``data``, in the dataset's order (batches run sorted by length)."""
-    return map_batches(model, data, lambda m, batch: m(**model_inputs(batch)).logits, tokenizer,
-                       batch_size, max_length)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Class probabilities from logits, numerically stable."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def accuracy(labels: Sequence[int], predictions: Sequence[int]) -> float:
-    """Fraction predicted right."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    return float((labels == predictions).mean()) if len(labels) else float("nan")
-
-
-def confusion_matrix(labels: Sequence[int], predictions: Sequence[int], num_classes: int) -> np.ndarray:
-    """Counts: row = true class, column = predicted class."""
-    matrix = np.zeros((num_classes, num_classes), dtype=int)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
-    return matrix
-
-
-def macro_f1(labels: Sequence[int], predictions: Sequence[int], num_classes: int | None = None) -> float:
-    """Mean F1 over classes: a majority-class guesser scores low even when classes are imbalanced."""
-    num_classes = num_classes or int(max(max(labels), max(predictions)) + 1)
-    m = confusion_matrix(labels, predictions, num_classes)
-    tp = np.diag(m).astype(float)
-    precision = np.divide(tp, m.sum(0), out=np.zeros_like(tp), where=m.sum(0) > 0)
-    recall = np.divide(tp, m.sum(1), out=np.zeros_like(tp), where=m.sum(1) > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    return float(f1.mean())
-
-
-def expected_calibration_error(probs: np.ndarray, labels: Sequence[int], n_bins: int = 10) -> float:
-    r"""ECE: :math:`\sum_b \frac{|B_b|}{N}\,|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|` over confidence bins."""
-    probs, labels = np.asarray(probs), np.asarray(labels)
-    confidence, predicted = probs.max(-1), probs.argmax(-1)
-    correct = (predicted == labels).astype(float)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+__all__ = ["accuracy", "agreement", "confusion_matrix", "evaluate", "evaluate_domains", "expected_calibration_error",
+           "fit_temperature", "from_confusions", "latency", "macro_f1", "metrics_from_logits",
+           "off_diagonal_summary", "predict", "softmax", "transfer_matrix"]
 
 
 def fit_temperature(logits: np.ndarray, labels: Sequence[int], max_iter: int = 200) -> float:
@@ -91,16 +46,6 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int], max_iter: int = 2
         return loss
     optimizer.step(nll)
     return float(log_t.detach().exp())
-
-
-def metrics_from_logits(logits: np.ndarray, labels: Sequence[int]) -> dict:
-    """Accuracy, macro-F1, ECE and the confusion matrix of one set of predictions."""
-    probs = softmax(logits)
-    predictions = probs.argmax(-1)
-    k = probs.shape[-1]
-    return {"accuracy": accuracy(labels, predictions), "macro_f1": macro_f1(labels, predictions, k),
-            "ece": expected_calibration_error(probs, labels), "n": int(len(labels)),
-            "confusion": confusion_matrix(labels, predictions, k).tolist()}
 
 
 def evaluate(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
@@ -130,7 +75,6 @@ def transfer_matrix(train_fn: Callable[[str], tuple], train_sets: Mapping[str, D
     diagonal is in-domain performance and the rest of each row shows what the domain gap costs.
     """
     import pandas as pd
-    from .train import release_memory
     rows = {}
     for source in train_sets:
         model, tokenizer = train_fn(source)

@@ -21,6 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from .data import make_loader
+from .infer import predict
 from .objectives import CrossEntropy, Objective
 
 _aten = torch.ops.aten
@@ -74,8 +75,7 @@ def count_flops(fn: Callable, *args, **kwargs) -> int:
 
 def inference_flops(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
                     max_length: int = 128) -> float:
-    """FLOPs per sentence to predict ``data``, batched as ``evaluate.predict`` batches it (padding included)."""
-    from .evaluate import predict
+    """FLOPs per sentence to predict ``data``, batched as ``infer.predict`` batches it (padding included)."""
     return count_flops(predict, model, data, tokenizer, batch_size, max_length) / len(data)
 
 

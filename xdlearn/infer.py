@@ -1,7 +1,9 @@
 """The one inference loop: a function of (model, batch) run over a dataset, in length-sorted batches, no gradients.
 
-``evaluate.predict`` (logits), ``embed.sentence_embeddings`` (mean-pooled states) and ``adapt.features`` ([CLS]
-states) differ only in what they take from the model; the batching, eval mode and the restored row order live here.
+``predict`` (logits), ``embed.sentence_embeddings`` (mean-pooled states) and ``adapt.features`` ([CLS] states)
+differ only in what they take from the model; the batching, eval mode and the restored row order live here.
+``predict`` lives here, below ``train``, ``distill`` and ``evaluate``, so each of them can run a model without
+importing another; lessons call it as ``evaluate.predict``.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from datasets import Dataset
 from torch import nn
 
 from .data import make_loader
+from .objectives import model_inputs
 
 
 @torch.no_grad()
@@ -36,3 +39,10 @@ def map_batches(model: nn.Module, data: Dataset, fn: Callable[[nn.Module, dict],
     restored = np.empty_like(stacked)
     restored[order] = stacked
     return restored
+
+
+def predict(model: nn.Module, data: Dataset, tokenizer=None, batch_size: int = 64,
+            max_length: int = 128) -> np.ndarray:
+    """Logits for every row of ``data``, in the dataset's order (batches run sorted by length)."""
+    return map_batches(model, data, lambda m, batch: m(**model_inputs(batch)).logits, tokenizer,
+                       batch_size, max_length)

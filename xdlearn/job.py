@@ -6,16 +6,16 @@ comes from this run and is also written to ``results.json``.
 from __future__ import annotations
 
 import copy
-import resource
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import adapt, data, distill, evaluate, models
+from . import adapt, data, distill, evaluate, infer, metrics, models, students
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
-from .train import fine_tune, fit, release_memory, set_seed
+from .runtime import peak_memory_mb, release_memory, set_seed, set_threads
+from .train import fine_tune, fit
 
 
 ADAPT_METHODS = ("none", "mlm", "dann")
@@ -62,11 +62,6 @@ class JobConfig:
                      "transfer_size", "distill_epochs", "adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _log(message: str, started: float) -> None:
@@ -168,20 +163,21 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
     pool = unlabeled_pool(cfg, splits)
     _log(f"teacher labels {len(pool)} unlabeled {cfg.target} sentences (logits cached)", started)
     transfer = distill.label_with_teacher(teacher, pool, tokenizer)
-    student = models.make_student(teacher, tokenizer, cfg.student)
+    lr = students.learning_rate(cfg.student)   # the same rate wherever this kind of student trains
+    student = students.make_student(teacher, tokenizer, cfg.student)
     _log(f"distilling into a {cfg.student} student ({models.count_parameters(student):,} parameters)", started)
     history = fit(student, transfer, distill.Distillation(None, cfg.temperature, alpha=1.0),
                   tokenizer=tokenizer, epochs=cfg.distill_epochs, batch_size=cfg.batch_size,
-                  lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
+                  lr=lr, seed=cfg.seed, progress=cfg.progress)
     _log(f"training the same student on the {cfg.budget} {cfg.target} labels alone", started)
-    alone = models.make_student(teacher, tokenizer, cfg.student)
+    alone = students.make_student(teacher, tokenizer, cfg.student)
     labels = data.sample_labels(target["train"], cfg.budget, seed=cfg.seed)
     fit(alone, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
-        lr=_student_lr(cfg.student), seed=cfg.seed, progress=cfg.progress)
+        lr=lr, seed=cfg.seed, progress=cfg.progress)
     test = target["test"]
-    logits = {name: evaluate.predict(m, test, tokenizer) for name, m in
+    logits = {name: infer.predict(m, test, tokenizer) for name, m in
               (("teacher", teacher), ("student", student), ("labels_only", alone))}
-    scores = {name: evaluate.metrics_from_logits(z, list(test["label"])) for name, z in logits.items()}
+    scores = {name: metrics.metrics_from_logits(z, list(test["label"])) for name, z in logits.items()}
     speed = {name: evaluate.latency(m, test, tokenizer)["examples_per_second"]
              for name, m in (("teacher", teacher), ("student", student))}
     return {"student": student, "history": history, "kind": cfg.student, "transfer_sentences": len(pool),
@@ -192,11 +188,6 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
             "retained": round(scores["student"]["accuracy"] / scores["teacher"]["accuracy"], 4),
             "examples_per_second": {k: round(v, 1) for k, v in speed.items()},
             "speedup": round(speed["student"] / speed["teacher"], 2)}
-
-
-def _student_lr(kind: str) -> float:
-    """Students from teacher layers fine-tune like the teacher; fresh students need larger steps."""
-    return 1e-4 if kind.endswith("-layer") else 1e-3
 
 
 def save_and_serve(model, tokenizer, out: Path, examples: list[str], folder: str = "model") -> dict:
@@ -212,6 +203,13 @@ def save_and_serve(model, tokenizer, out: Path, examples: list[str], folder: str
             "examples": [{"text": t, **s} for t, s in zip(examples, served)]}
 
 
+def save_student(student, tokenizer, out: Path, folder: str = "student") -> dict:
+    """Save a student of any kind with ``students.save`` and prove it loads back; its path and size on disk."""
+    path = students.save(student, tokenizer, out / folder)
+    students.load(path)  # a directory that cannot be loaded fails this run, not its first user
+    return {"path": str(path), "size_mb": round(models.disk_size_mb(path), 1)}
+
+
 def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None) -> dict:
     """Run the whole job and write ``report.md``, figures and ``results.json`` into a fresh folder."""
     cfg = cfg or JobConfig()
@@ -220,7 +218,7 @@ def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None
     print(f"xdlearn: writing the report to {out}", flush=True)
     started = time.perf_counter()
     set_seed(cfg.seed)
-    models.set_threads()
+    set_threads()
     _log("loading the corpus (fetched and cached on first use)", started)
     splits = data.domain_splits(seed=cfg.seed, test_size=cfg.test_size,
                                 validation_size=cfg.validation_size, max_train=cfg.train_size)
@@ -247,10 +245,7 @@ def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None
     if cfg.student:
         student = distill_to_student(cfg, splits, target["model"], tokenizer, started)
         results["distillation"] = {k: v for k, v in student.items() if k not in ("student", "history")}
-        if hasattr(student["student"], "save_pretrained"):
-            served = save_and_serve(student["student"], tokenizer, out, [], folder="student")
-            results["distillation"]["path"] = served["path"]
-            results["distillation"]["size_mb"] = served["size_mb"]
+        results["distillation"].update(save_student(student["student"], tokenizer, out))
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     results["peak_memory_mb"] = round(peak_memory_mb(), 1)
     write_report(results, matrix, source_history, target["history"], out)
@@ -279,7 +274,7 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
     print(f"xdlearn: writing the distillation report to {out}", flush=True)
     started = time.perf_counter()
     set_seed(cfg.seed)
-    models.set_threads()
+    set_threads()
     splits = data.domain_splits([cfg.target], seed=cfg.seed, test_size=cfg.test_size,
                                 validation_size=cfg.validation_size)
     if teacher is not None:
@@ -291,9 +286,7 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
         model, tokenizer, _ = _train_fresh(cfg, labels, cfg.target_epochs)
     result = distill_to_student(cfg, splits, model, tokenizer, started)
     summary = {k: v for k, v in result.items() if k not in ("student", "history")}
-    if hasattr(result["student"], "save_pretrained"):
-        summary.update({k: v for k, v in save_and_serve(result["student"], tokenizer, out, [], "student").items()
-                        if k in ("path", "size_mb")})
+    summary.update(save_student(result["student"], tokenizer, out))
     summary.update(config=asdict(cfg), teacher=str(teacher or "fine-tuned here"),
                    wall_seconds=round(time.perf_counter() - started, 1), peak_memory_mb=round(peak_memory_mb(), 1))
     write_distill_report(summary, result["history"], out)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .models import set_threads
-from .train import release_memory, set_seed  # noqa: F401  (release_memory: for lessons)
+from .runtime import release_memory, set_seed, set_threads  # noqa: F401  (release_memory, set_seed: for lessons)
 
 
 def quick() -> bool:

@@ -30,7 +30,8 @@ def _distillation_section(results: dict, heading: str = "## 4. A small student, 
              f"{d['examples_per_second']['student']:.0f}"],
             [f"{d['kind']} student, {cfg['budget']} labels only", f"{d['parameters']['student']:,}",
              _pct(acc["labels_only"]), "same"]]
-    saved = f"\nThe student is saved in `{d['path']}` ({d['size_mb']} MB).\n" if d.get("path") else ""
+    saved = (f"\nThe student is saved in `{d['path']}` ({d['size_mb']} MB); "
+             "`xdlearn.students.load(path)` returns it with its tokenizer.\n") if d.get("path") else ""
     used = d.get("transfer_sentences", cfg["transfer_size"])
     fewer = f" (all there were of the {cfg['transfer_size']} asked for)" if used < cfg["transfer_size"] else ""
     return f"""{heading}

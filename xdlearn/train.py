@@ -6,8 +6,6 @@ Fine-tuning, distillation, masked-LM and domain-adversarial training differ only
 """
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import os
 import random
@@ -24,28 +22,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data import BINARY, make_loader
+from .infer import predict
+from .metrics import metrics_from_logits
 from .objectives import CrossEntropy, Objective, accuracy_of
+from .runtime import release_memory, set_seed
 
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS, so a deleted model stops counting.
-
-    After a model and its optimiser are deleted, glibc keeps their memory in its heap, where the next model
-    fragments it; the process then looks (and on Binder, counts) hundreds of MB bigger than what it holds.
-    ``malloc_trim`` returns those pages. It is a no-op where the C library has no such call.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch so a run can be repeated exactly."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+EPOCH_METRICS = ("accuracy", "macro_f1", "ece")   # scored on every evaluation set after each epoch
+EVAL_BATCH_FACTOR = 2                             # no gradients to keep: evaluation batches can be larger
 
 
 @dataclass
@@ -158,15 +141,21 @@ def restore_rng(rng: dict | None) -> None:
 
 
 def evaluate_during_training(model, eval_data, tokenizer, batch_size: int, max_length: int) -> dict:
-    """Metrics for every evaluation set: ``{"<name>/accuracy": ..., "<name>/macro_f1": ...}``."""
-    from .evaluate import evaluate
+    """Metrics for every evaluation set: ``{"<name>/accuracy": ..., "<name>/macro_f1": ...}``.
+
+    Built from ``infer.predict`` and ``metrics``, which sit below this module: ``evaluate`` sits above it
+    (its transfer matrix trains models), so importing it here would close a circle.
+    """
     if eval_data is None:
         return {}
     sets = eval_data if isinstance(eval_data, Mapping) else {"validation": eval_data}
     out = {}
     for name, ds in sets.items():
-        metrics = evaluate(model, ds, tokenizer, batch_size=batch_size * 2, max_length=max_length)
-        out.update({f"{name}/{k}": v for k, v in metrics.items() if k in ("accuracy", "macro_f1", "ece")})
+        if "label" not in ds.column_names:
+            raise ValueError(f"eval_data {name!r} needs a 'label' column to be scored")
+        logits = predict(model, ds, tokenizer, batch_size=batch_size * EVAL_BATCH_FACTOR, max_length=max_length)
+        scores = metrics_from_logits(logits, list(ds["label"]))
+        out.update({f"{name}/{k}": scores[k] for k in EPOCH_METRICS})
     return out
 
 

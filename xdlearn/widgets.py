@@ -72,7 +72,8 @@ class TeacherStudentComparison:
     """
 
     def __init__(self, teacher, student, tokenizer, examples, student_tokenizer=None, max_length: int = 128):
-        from .evaluate import predict, softmax
+        from .infer import predict
+        from .metrics import softmax
         self.teacher, self.student = teacher, student
         self.tokenizer, self.student_tokenizer = tokenizer, student_tokenizer or tokenizer
         self.examples, self.max_length = examples, max_length
@@ -96,7 +97,8 @@ class TeacherStudentComparison:
     def compare(self, text: str) -> dict:
         """Both models' class probabilities for any sentence."""
         from datasets import Dataset
-        from .evaluate import predict, softmax
+        from .infer import predict
+        from .metrics import softmax
         one = Dataset.from_dict({"text": [text]})
         t = softmax(predict(self.teacher, one, self.tokenizer, max_length=self.max_length))[0]
         s = softmax(predict(self.student, one, self.student_tokenizer, max_length=self.max_length))[0]
@@ -165,7 +167,7 @@ class TemperatureExplorer:
 
     def distribution(self, temperature: float, i: int) -> np.ndarray:
         """Softened class probabilities of example ``i`` at ``temperature``."""
-        from .evaluate import softmax
+        from .metrics import softmax
         return softmax(self.logits[i:i + 1], temperature)[0]
 
     def entropy(self, temperature: float, i: int) -> float:

@@ -1,0 +1,349 @@
+"""Students: the smaller models a teacher is distilled into.
+
+``make_student(teacher, tokenizer, kind)`` builds one by name: ``"N-layer"`` keeps N of the teacher's layers
+(DistilBERT-style), ``"narrow"`` is a small transformer of the teacher's family trained from scratch, and
+``"bilstm"``/``"cnn"`` are recurrent and convolutional classifiers over the teacher's word embeddings.
+``prune_vocabulary`` shrinks any of them to the word pieces a task's text uses; ``learning_rate(kind)`` is the
+rate each kind trains with. ``save``/``load`` handle every kind the same way: safetensors weights, a
+``config.json`` and the tokenizer in one directory. Loading pretrained models and measuring a model's size stay
+in ``models``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .models import ModelError, quiet_transformers
+from .strategies import encoder_layers
+
+FEED_FORWARD_FACTOR = 4   # BERT's feed-forward layer is 4x as wide as its hidden states
+TOKENIZE_CHUNK = 1000     # sentences tokenised at a time while collecting the word pieces a text uses
+LAYERS_KIND = re.compile(r"(\d+)-layer")   # "N-layer": N of the teacher's own layers
+FRESH_KINDS = ("narrow", "bilstm", "cnn")   # students whose layers start from random weights
+COPIED_LAYERS_LR = 1e-4   # peak rate for an "N-layer" student: the library's fine-tuning rate
+FRESH_LAYERS_LR = 1e-3    # peak rate for a student whose layers start from random weights
+WEIGHTS_FILE = "model.safetensors"        # the name save_pretrained uses too: one weights file for every kind
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer_config.json"  # written by every tokenizer's save_pretrained
+KIND_KEY, ARGUMENTS_KEY = "kind", "arguments"   # config.json of a BiLSTM or CNN student
+TRANSFORMERS_KEY = "model_type"                 # config.json of a transformers model
+SAFETENSORS_METADATA = {"format": "pt"}         # what transformers writes, so its tools read our files too
+
+
+def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
+    """A shallower copy of a BERT-style teacher keeping the listed layers (DistilBERT-style init).
+
+    Embeddings, the kept layers, the pooler and the classifier are copied; the result is a plain
+    ``*ForSequenceClassification`` model, so ``save_pretrained`` and ``pipeline`` work as usual.
+    """
+    total = teacher.config.num_hidden_layers
+    bad = [i for i in layers if not 0 <= i < total]
+    if bad or not layers:
+        raise ModelError(f"layers {list(layers)} must be a non-empty list of indices in 0..{total - 1}")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    student = type(teacher)(config)
+    state = teacher.state_dict()
+    prefix = _layer_prefix(teacher)
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            if int(index) in layers:
+                renamed[f"{prefix}{list(layers).index(int(index))}.{rest}"] = value
+        else:
+            renamed[key] = value
+    student.load_state_dict(renamed, strict=True)
+    assert len(encoder_layers(student)) == len(layers)
+    return student
+
+
+def _layer_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of the layer stack, e.g. ``bert.encoder.layer.``."""
+    for key in model.state_dict():
+        match = re.match(r"(.*\.layer\.)\d+\.", key)
+        if match:
+            return match.group(1)
+    raise ModelError(f"{type(model).__name__}: no '.layer.<i>.' weights to select from")
+
+
+def narrow_transformer(teacher: nn.Module, hidden_size: int = 128, layers: int = 2, heads: int = 2,
+                       intermediate_size: int | None = None) -> nn.Module:
+    """A small transformer of the teacher's family and vocabulary, randomly initialised (train from scratch)."""
+    config = copy.deepcopy(teacher.config)
+    config.hidden_size, config.num_hidden_layers, config.num_attention_heads = hidden_size, layers, heads
+    config.intermediate_size = intermediate_size or FEED_FORWARD_FACTOR * hidden_size
+    return type(teacher)(config)
+
+
+class _StudentBase(nn.Module):
+    """Shared parts of the non-transformer students: embeddings from the teacher and a label map."""
+
+    kind = ""  # the name make_student and a saved config.json know the class by
+
+    def __init__(self, vocab_size: int, embed_dim: int, num_labels: int, embeddings: torch.Tensor | None,
+                 pad_token_id: int, labels: Sequence[str] | None):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_token_id)
+        if embeddings is not None:
+            with torch.no_grad():
+                self.embed.weight.copy_(embeddings)
+        self.num_labels = num_labels
+        self.id2label = dict(enumerate(labels or [f"LABEL_{i}" for i in range(num_labels)]))
+
+    def arguments(self) -> dict:
+        """Constructor arguments that rebuild this student's shape, read from its modules.
+
+        Read, not remembered: ``prune_vocabulary`` swaps in a smaller embedding after construction.
+        """
+        return {"vocab_size": self.embed.num_embeddings, "num_labels": self.num_labels,
+                "embed_dim": self.embed.embedding_dim, "pad_token_id": self.embed.padding_idx,
+                "labels": [self.id2label[i] for i in range(self.num_labels)]}
+
+    def _output(self, logits: torch.Tensor, labels: torch.Tensor | None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class BiLSTMStudent(_StudentBase):
+    """Tang et al. (2019): embeddings -> BiLSTM -> max-pool over tokens -> MLP, over the teacher's tokens."""
+
+    kind = "bilstm"
+
+    def __init__(self, vocab_size: int, num_labels: int = 2, embed_dim: int = 384, hidden: int = 128,
+                 embeddings: torch.Tensor | None = None, pad_token_id: int = 0, dropout: float = 0.1,
+                 labels: Sequence[str] | None = None):
+        super().__init__(vocab_size, embed_dim, num_labels, embeddings, pad_token_id, labels)
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, num_labels))
+
+    def arguments(self) -> dict:
+        """Constructor arguments that rebuild this student's shape (see ``_StudentBase.arguments``)."""
+        return {**super().arguments(), "hidden": self.lstm.hidden_size, "dropout": self.head[0].p}
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **_):
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        lengths = mask.sum(1).clamp(min=1).cpu()
+        # packing: the backward direction must start at each sentence's last real token, not at padding
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        states, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                                     total_length=input_ids.shape[1])
+        states = states.masked_fill(mask.unsqueeze(-1) == 0, float("-inf"))
+        return self._output(self.head(states.max(dim=1).values), labels)
+
+
+class CNNStudent(_StudentBase):
+    """Kim (2014)-style: embeddings -> parallel 1-D convolutions (widths 2-4) -> max-pool -> linear."""
+
+    kind = "cnn"
+
+    def __init__(self, vocab_size: int, num_labels: int = 2, embed_dim: int = 384, channels: int = 128,
+                 widths: Sequence[int] = (2, 3, 4), embeddings: torch.Tensor | None = None,
+                 pad_token_id: int = 0, dropout: float = 0.1, labels: Sequence[str] | None = None):
+        super().__init__(vocab_size, embed_dim, num_labels, embeddings, pad_token_id, labels)
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, channels, w, padding=w - 1) for w in widths)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels * len(widths), num_labels))
+
+    def arguments(self) -> dict:
+        """Constructor arguments that rebuild this student's shape (see ``_StudentBase.arguments``)."""
+        return {**super().arguments(), "channels": self.convs[0].out_channels,
+                "widths": [conv.kernel_size[0] for conv in self.convs], "dropout": self.head[0].p}
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **_):
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        x = (self.embed(input_ids) * mask.unsqueeze(-1)).transpose(1, 2)   # (batch, embed, tokens), pads = 0
+        lengths = mask.sum(1, keepdim=True)
+        pooled = []
+        for conv in self.convs:  # windows lying wholly in the padding must not win the max
+            out = torch.relu(conv(x))
+            width = conv.kernel_size[0]
+            position = torch.arange(out.shape[-1], device=out.device).unsqueeze(0)
+            out = out.masked_fill((position > lengths + width - 2).unsqueeze(1), float("-inf"))
+            pooled.append(out.max(dim=-1).values)
+        return self._output(self.head(torch.cat(pooled, dim=-1)), labels)
+
+
+EMBEDDING_STUDENTS = {cls.kind: cls for cls in (BiLSTMStudent, CNNStudent)}   # kind -> class, for build and load
+
+
+def teacher_embeddings(teacher: nn.Module) -> torch.Tensor:
+    """The teacher's word-embedding matrix (vocab x hidden), to initialise a student's embeddings."""
+    return teacher.get_input_embeddings().weight.detach().clone()
+
+
+def rnn_student(teacher: nn.Module, tokenizer, kind: str = "bilstm", **kwargs) -> nn.Module:
+    """A BiLSTM or CNN student over the teacher's vocabulary, embeddings copied from the teacher."""
+    weights = teacher_embeddings(teacher)
+    labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    common = dict(vocab_size=weights.shape[0], num_labels=teacher.config.num_labels, embed_dim=weights.shape[1],
+                  embeddings=weights, pad_token_id=tokenizer.pad_token_id or 0, labels=labels)
+    if kind not in EMBEDDING_STUDENTS:
+        raise ModelError(f"kind must be 'bilstm' or 'cnn', got {kind!r}")
+    return EMBEDDING_STUDENTS[kind](**common, **kwargs)
+
+
+def prune_vocabulary(model: nn.Module, tokenizer, texts: Sequence[str], out_dir: str | os.PathLike):
+    """Keep only the embedding rows of tokens ``texts`` use (plus special tokens), remapping token ids.
+
+    Embeddings dominate a small student's size (30,522 rows); a task's text uses a few thousand.
+    Returns ``(model, tokenizer)``: the model with a smaller embedding matrix (changed in place) and a
+    tokenizer over the kept vocabulary, saved in ``out_dir``. WordPiece picks the longest known piece,
+    and every piece used on ``texts`` is kept, so those texts tokenise to the same pieces as before.
+    """
+    from transformers import AutoTokenizer
+    used = set(tokenizer.all_special_ids)
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        for ids in tokenizer(list(texts[start:start + TOKENIZE_CHUNK]))["input_ids"]:  # untruncated: every piece
+            used.update(ids)
+    kept = sorted(used)
+    vocab = tokenizer.convert_ids_to_tokens(kept)
+    out = Path(out_dir)
+    tokenizer.save_pretrained(out)
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (out / "tokenizer.json").unlink(missing_ok=True)  # rebuilt from the new vocab.txt
+    with quiet_transformers():
+        pruned_tokenizer = AutoTokenizer.from_pretrained(out)
+    old = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else model.embed
+    new = nn.Embedding(len(kept), old.embedding_dim, padding_idx=kept.index(tokenizer.pad_token_id))
+    with torch.no_grad():
+        new.weight.copy_(old.weight[torch.tensor(kept)])
+    if hasattr(model, "set_input_embeddings"):
+        model.set_input_embeddings(new)
+        model.config.vocab_size = len(kept)
+        model.config.pad_token_id = pruned_tokenizer.pad_token_id
+    else:
+        model.embed = new
+    pruned_tokenizer.save_pretrained(out)
+    return model, pruned_tokenizer
+
+
+def spread_layers(total: int, keep: int) -> list[int]:
+    """``keep`` teacher layers spread evenly from the first to the last (e.g. 2 of 6 -> [0, 5])."""
+    if not 1 <= keep <= total:
+        raise ModelError(f"cannot keep {keep} of {total} layers")
+    if keep == 1:
+        return [total - 1]
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+def _unknown_kind(kind: str) -> ModelError:
+    """The one error for a student name that is none of the kinds."""
+    return ModelError(f"unknown student {kind!r}: use 'N-layer' (e.g. '2-layer'), 'narrow', 'bilstm' or 'cnn'")
+
+
+def make_student(teacher: nn.Module, tokenizer, kind: str = "2-layer") -> nn.Module:
+    """A student by name: ``"N-layer"`` (from teacher layers), ``"narrow"``, ``"bilstm"`` or ``"cnn"``."""
+    match = LAYERS_KIND.fullmatch(kind)
+    if match:
+        return student_from_teacher(teacher, spread_layers(teacher.config.num_hidden_layers, int(match.group(1))))
+    if kind == "narrow":
+        return narrow_transformer(teacher)
+    if kind in EMBEDDING_STUDENTS:
+        return rnn_student(teacher, tokenizer, kind)
+    raise _unknown_kind(kind)
+
+
+def learning_rate(kind: str) -> float:
+    """The peak learning rate a student of ``kind`` trains with: small steps for copied layers, larger for new ones.
+
+    An ``"N-layer"`` student starts as the teacher's own layers, already good at the task, so it takes the small
+    steps of fine-tuning (``COPIED_LAYERS_LR``) that keep what it has. The narrow transformer starts from random
+    weights, and the BiLSTM and CNN train their layers from scratch on top of the copied embeddings: they have
+    everything to learn in a few epochs, so they take ten times larger steps (``FRESH_LAYERS_LR``).
+    """
+    if LAYERS_KIND.fullmatch(kind):
+        return COPIED_LAYERS_LR
+    if kind in FRESH_KINDS:
+        return FRESH_LAYERS_LR
+    raise _unknown_kind(kind)
+
+
+def save(model: nn.Module, tokenizer, directory: str | os.PathLike) -> Path:
+    """Write a student of any kind with its tokenizer beside it, weights as safetensors, for ``load`` to rebuild.
+
+    Transformer students go through ``save_pretrained`` (so ``pipeline`` serves them too); BiLSTM and CNN
+    students write ``model.safetensors`` and a ``config.json`` naming their kind and constructor arguments.
+    Pass the tokenizer the student reads with: the teacher's, or the one ``prune_vocabulary`` wrote.
+    """
+    from transformers import PreTrainedModel
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, _StudentBase):
+        save_file(model.state_dict(), str(path / WEIGHTS_FILE), metadata=SAFETENSORS_METADATA)
+        config = {KIND_KEY: model.kind, ARGUMENTS_KEY: model.arguments()}
+        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    elif isinstance(model, PreTrainedModel):
+        with quiet_transformers():
+            model.save_pretrained(path)
+    else:
+        raise TypeError(f"{type(model).__name__} is not a student: expected a transformers model "
+                        f"or one of {sorted(EMBEDDING_STUDENTS)}")
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def load(directory: str | os.PathLike) -> tuple[nn.Module, object]:
+    """A student written by ``save``, of any kind, in eval mode, and its tokenizer; weights must fit exactly."""
+    from transformers import AutoTokenizer
+    path = Path(directory)
+    config = _saved_config(path)
+    if KIND_KEY in config:
+        model = _load_embedding_student(path, config)
+    elif TRANSFORMERS_KEY in config:
+        model = _load_transformer_student(path)
+    else:
+        raise ModelError(f"{path / CONFIG_FILE}: names neither a student kind ({KIND_KEY!r}) "
+                         f"nor a transformers model ({TRANSFORMERS_KEY!r})")
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return model.eval(), tokenizer
+
+
+def _saved_config(path: Path) -> dict:
+    """``config.json`` of a saved student, after checking that its weights and tokenizer are there too."""
+    if not path.is_dir():
+        raise ModelError(f"{path}: no such directory; save a student there with students.save")
+    for name, what in ((CONFIG_FILE, "the config"), (WEIGHTS_FILE, "the weights"), (TOKENIZER_FILE, "the tokenizer")):
+        if not (path / name).is_file():
+            raise ModelError(f"{path}: {name} is missing ({what} of a student saved with students.save)")
+    try:
+        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path / CONFIG_FILE}: not valid JSON ({err})") from None
+
+
+def _load_embedding_student(path: Path, config: dict) -> nn.Module:
+    """Rebuild a BiLSTM or CNN student from its config and load its safetensors weights strictly."""
+    kind = config[KIND_KEY]
+    if kind not in EMBEDDING_STUDENTS:
+        raise ModelError(f"{path / CONFIG_FILE}: unknown student kind {kind!r}; "
+                         f"known kinds are {sorted(EMBEDDING_STUDENTS)} (transformer students use model_type)")
+    try:
+        model = EMBEDDING_STUDENTS[kind](**config.get(ARGUMENTS_KEY, {}))
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=True)
+    except (TypeError, RuntimeError) as err:
+        raise ModelError(f"{path}: the weights and config.json do not make a {kind} student: {err}") from None
+    return model
+
+
+def _load_transformer_student(path: Path) -> nn.Module:
+    """A transformer student through ``from_pretrained``, refused if any weight is missing, unused or misshapen."""
+    from transformers import AutoModelForSequenceClassification
+    with quiet_transformers():
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, output_loading_info=True)
+    problems = {key: sorted(keys) for key, keys in info.items() if keys and key != "error_msgs"}
+    if problems or info.get("error_msgs"):
+        raise ModelError(f"{path}: the weights do not fit the model config.json describes: "
+                         f"{problems or info['error_msgs']}")
+    return model
