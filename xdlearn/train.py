@@ -180,7 +180,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     # the model's groups (or the caller's, e.g. layer-wise rates), then the objective's own parameters, at its rate
     groups = optimizer_groups or parameter_groups(model, lr, weight_decay)
     groups = groups + objective.optimizer_groups(lr, weight_decay)  # an objective's own parameters, at its rate
-    optimizer = torch.optim.AdamW(groups, lr=lr)
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)  # one kernel for all weights, not a loop per tensor
     total_steps = epochs * len(loader)
     scheduler = linear_warmup_decay(optimizer, int(warmup * total_steps), total_steps)
     run = {"epochs": epochs, "steps_per_epoch": len(loader), "seed": seed, "lr": lr}
@@ -213,7 +213,8 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
             loss = out["loss"] + sum(reg(model) for reg in regularizers)
             accelerator.backward(loss)                             # gradients
             if max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+                accelerator.unscale_gradients()  # a no-op without mixed precision; then one batched norm
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm, foreach=True)
             optimizer.step()                                       # update the weights
             scheduler.step()                                       # next learning rate
             optimizer.zero_grad()
