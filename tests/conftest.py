@@ -33,13 +33,13 @@ def tokenizer():
     return models.load_tokenizer()
 
 
-def make_tiny_model(num_labels: int = 2, seed: int = 0):
+def make_tiny_model(num_labels: int = 2, seed: int = 0, **config):
     """A 2-layer, 32-wide BERT with the MiniLM vocabulary: real code paths, seconds to train."""
     from transformers import BertConfig, BertForSequenceClassification
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
-                        id2label=dict(enumerate(data.BINARY)), label2id={"negative": 0, "positive": 1})
+                        id2label=dict(enumerate(data.BINARY)), label2id={"negative": 0, "positive": 1}, **config)
     return BertForSequenceClassification(config)
 
 

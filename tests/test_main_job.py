@@ -86,6 +86,8 @@ def test_bad_options_exit_with_a_clear_message(capsys):
     assert "both 'movies'" in capsys.readouterr().err
     assert cli.main(["run", "--budget", "0"]) == 2
     assert "budget must be at least 1" in capsys.readouterr().err
+    assert cli.main(["run", "--max-tokens", "0"]) == 2
+    assert "max_tokens must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses a method it does not know
         cli.main(["run", "--adapt", "pseudo-labels"])
     assert exit_info.value.code == 2

@@ -142,3 +142,36 @@ def test_fit_frees_its_optimiser_before_returning(tiny_model, tokenizer, toy):
     alive = [o for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer)]
     assert alive == []  # AdamW keeps two tensors per parameter: they must not outlive training
     runtime.release_memory()  # safe to call at any time
+
+
+def test_micro_batches_cut_a_long_batch_into_shares_of_its_sentences():
+    batch = {"input_ids": torch.ones(8, 10, dtype=torch.long), "attention_mask": torch.ones(8, 10),
+             "labels": torch.arange(8), "temperature": 2.0}
+    assert train.micro_batches(batch, None) == [(batch, 1.0)]
+    assert train.micro_batches(batch, 80) == [(batch, 1.0)]       # exactly at the limit: one pass
+    parts = train.micro_batches(batch, 30)                         # 3 sentences of 10 positions per slice
+    assert [len(p["input_ids"]) for p, _ in parts] == [3, 3, 2]
+    assert [s for _, s in parts] == [3 / 8, 3 / 8, 2 / 8]
+    assert torch.equal(torch.cat([p["labels"] for p, _ in parts]), batch["labels"])
+    assert all(p["temperature"] == 2.0 for p, _ in parts)           # what is not per sentence is kept whole
+    assert [len(p["input_ids"]) for p, _ in train.micro_batches(batch, 5)] == [1] * 8   # never below a sentence
+
+
+def test_max_tokens_trains_exactly_as_the_whole_batch(tokenizer, toy):
+    """Without dropout, slicing a batch changes the memory, not the update: same weights after training."""
+    settings = dict(tokenizer=tokenizer, epochs=1, lr=1e-3, batch_size=16, progress=False)
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    whole, sliced = make_tiny_model(seed=3, **no_dropout), make_tiny_model(seed=3, **no_dropout)
+    plain = train.fit(whole, toy["train"], **settings)
+    width = max(len(ids) for ids in data.tokenize(toy["train"], tokenizer, 128)["input_ids"])
+    history = train.fit(sliced, toy["train"], max_tokens=5 * width, **settings)   # every batch in 4 slices or more
+    assert len(history.losses()) == len(plain.losses())
+    assert history.losses() == pytest.approx(plain.losses(), abs=1e-5)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), sliced.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert history.steps[0]["accuracy"] == pytest.approx(plain.steps[0]["accuracy"])
+
+
+def test_max_tokens_must_be_positive(tiny_model, tokenizer, toy):
+    with pytest.raises(ValueError, match="max_tokens"):
+        train.fit(tiny_model, toy["train"], tokenizer=tokenizer, max_tokens=0, progress=False)

@@ -36,6 +36,7 @@ class JobConfig:
     matrix: bool = True          # train on every domain (the full transfer matrix), not the source only
     model: str = models.DEFAULT_MODEL
     batch_size: int = 32
+    max_tokens: int = 2048       # padded positions per forward pass; a longer batch trains in slices (less memory)
     lr: float = 1e-4
     seed: int = 0
     student: str = "2-layer"     # distilled student: "N-layer", "narrow", "bilstm" or "cnn"; "" skips
@@ -58,7 +59,7 @@ class JobConfig:
                 raise ValueError(f"student={self.student!r}: use 'N-layer', 'narrow', 'bilstm' or 'cnn'")
         if self.adapt not in ADAPT_METHODS:
             raise ValueError(f"adapt={self.adapt!r}: choose from {list(ADAPT_METHODS)}")
-        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size",
+        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size", "max_tokens",
                      "transfer_size", "distill_epochs", "adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -72,7 +73,8 @@ def _log(message: str, started: float) -> None:
 def _train_fresh(cfg: JobConfig, train_set, epochs: int, eval_data=None):
     """A new pretrained model fine-tuned on ``train_set``; returns (model, tokenizer, history)."""
     return fine_tune(train_set, cfg.model, labels=data.BINARY, seed=cfg.seed, epochs=epochs,
-                     batch_size=cfg.batch_size, lr=cfg.lr, eval_data=eval_data, progress=cfg.progress)
+                     batch_size=cfg.batch_size, lr=cfg.lr, eval_data=eval_data, progress=cfg.progress,
+                     max_tokens=cfg.max_tokens)
 
 
 def _accuracies(scores: dict) -> dict:
@@ -104,7 +106,7 @@ def adapt_to_target(cfg: JobConfig, splits: dict, source_model, tokenizer, start
     adapted = copy.deepcopy(source_model)
     history = fit(adapted, labels, tokenizer=tokenizer, epochs=cfg.target_epochs,
                   batch_size=min(cfg.batch_size, 16), lr=cfg.lr, seed=cfg.seed, eval_data=evals,
-                  progress=cfg.progress)
+                  progress=cfg.progress, max_tokens=cfg.max_tokens)
     _log(f"fine-tuning a fresh pretrained model on the same {len(labels)} labels", started)
     target_only, _, _ = _train_fresh(cfg, labels, cfg.target_epochs)
     tests = {d: splits[d]["test"] for d in (cfg.source, cfg.target)}
@@ -130,25 +132,27 @@ def adapt_source(cfg: JobConfig, splits: dict, out: Path, started: float) -> dic
     if cfg.adapt == "mlm":
         _log(f"continued masked-LM pretraining on {len(pool)} unlabeled {cfg.target} sentences", started)
         fit(model, pool, adapt.MaskedLM(model, tokenizer, seed=cfg.seed), tokenizer=tokenizer,
-            epochs=cfg.adapt_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+            epochs=cfg.adapt_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
+            max_tokens=cfg.max_tokens)
         encoder = adapt.save_encoder(model, tokenizer, out / "adapted-encoder")
         del model
         _log(f"fine-tuning the adapted encoder on {len(source)} {cfg.source} labels", started)
         model, tokenizer, _ = fine_tune(source, encoder, labels=data.BINARY, seed=cfg.seed, epochs=cfg.epochs,
-                                        batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress)
+                                        batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress,
+                                        max_tokens=cfg.max_tokens)
     else:
         _log(f"domain-adversarial fine-tuning on {len(source)} {cfg.source} labels "
              f"against {len(pool)} unlabeled {cfg.target} sentences", started)
         objective = adapt.DomainAdversarial(pool, tokenizer, model.config.hidden_size, cfg.batch_size,
                                             seed=cfg.seed)
         fit(model, source, objective, tokenizer=tokenizer, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+            lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, max_tokens=cfg.max_tokens)
     tests = {d: splits[d]["test"] for d in (cfg.source, cfg.target)}
     before = _accuracies(evaluate.evaluate_domains(model, tests, tokenizer))
     labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
     _log(f"fine-tuning the {cfg.adapt}-adapted model on {len(labels)} {cfg.target} labels", started)
     fit(model, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
-        lr=cfg.lr, seed=cfg.seed, progress=cfg.progress)
+        lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, max_tokens=cfg.max_tokens)
     after = _accuracies(evaluate.evaluate_domains(model, tests, tokenizer))
     return {"method": cfg.adapt, "unlabeled_sentences": len(pool), "target_zero_labels": before[cfg.target],
             "target_after_budget": after[cfg.target], "source_zero_labels": before[cfg.source],
@@ -168,12 +172,12 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
     _log(f"distilling into a {cfg.student} student ({models.count_parameters(student):,} parameters)", started)
     history = fit(student, transfer, distill.Distillation(None, cfg.temperature, alpha=1.0),
                   tokenizer=tokenizer, epochs=cfg.distill_epochs, batch_size=cfg.batch_size,
-                  lr=lr, seed=cfg.seed, progress=cfg.progress)
+                  lr=lr, seed=cfg.seed, progress=cfg.progress, max_tokens=cfg.max_tokens)
     _log(f"training the same student on the {cfg.budget} {cfg.target} labels alone", started)
     alone = students.make_student(teacher, tokenizer, cfg.student)
     labels = data.sample_labels(target["train"], cfg.budget, seed=cfg.seed)
     fit(alone, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
-        lr=lr, seed=cfg.seed, progress=cfg.progress)
+        lr=lr, seed=cfg.seed, progress=cfg.progress, max_tokens=cfg.max_tokens)
     test = target["test"]
     logits = {name: infer.predict(m, test, tokenizer) for name, m in
               (("teacher", teacher), ("student", student), ("labels_only", alone))}

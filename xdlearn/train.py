@@ -6,6 +6,7 @@ Fine-tuning, distillation, masked-LM and domain-adversarial training differ only
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -159,12 +160,38 @@ def evaluate_during_training(model, eval_data, tokenizer, batch_size: int, max_l
     return out
 
 
+def micro_batches(batch: dict, max_tokens: int | None) -> list[tuple[dict, float]]:
+    """Slices of a padded batch of at most ``max_tokens`` positions each, with each slice's share of its sentences.
+
+    Losses are means over sentences, so the slices' gradients, weighted by share and added up, are the whole batch's:
+    a batch of long texts then needs the activation memory of a few short ones and trains the same.
+    """
+    n, width = batch["input_ids"].shape
+    if max_tokens is None or n * width <= max_tokens:
+        return [(batch, 1.0)]
+    size = max(1, max_tokens // width)
+    return [({k: v[i:i + size] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v for k, v in batch.items()},
+             min(size, n - i) / n) for i in range(0, n, size)]
+
+
+def merge_outputs(outputs: list[tuple[dict, float]]) -> dict:
+    """One objective output for a batch run in slices: logits joined, every other number weighted by share."""
+    if len(outputs) == 1:
+        return outputs[0][0]
+    number = lambda value: float(value.detach()) if torch.is_tensor(value) else float(value)  # noqa: E731
+    merged = {k: sum(number(out[k]) * share for out, share in outputs) for k in outputs[0][0] if k != "logits"}
+    if "logits" in outputs[0][0]:
+        merged["logits"] = torch.cat([out["logits"].detach() for out, _ in outputs])
+    return merged
+
+
 def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tokenizer=None,
         eval_data=None, epochs: int = 3, batch_size: int = 32, lr: float = 1e-4,
         weight_decay: float = 0.01, warmup: float = 0.1, max_grad_norm: float | None = 1.0,
         seed: int = 0, max_length: int = 128, regularizers: Iterable[Callable] = (),
         checkpoint_dir: str | Path | None = None, resume: bool = False, monitor=None,
-        progress: bool = True, optimizer_groups: list[dict] | None = None, unfreezing=None) -> History:
+        progress: bool = True, optimizer_groups: list[dict] | None = None, unfreezing=None,
+        max_tokens: int | None = None) -> History:
     """Train ``model`` on ``train_data`` with ``objective`` (cross-entropy by default); return its History.
 
     ``eval_data`` is a Dataset or ``{name: Dataset}`` evaluated after every epoch; ``regularizers``
@@ -172,8 +199,12 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     ``on_step(history)`` / ``on_epoch(history)``; ``checkpoint_dir`` + ``resume`` continue a run.
     Strategies (see ``strategies.py``): ``optimizer_groups`` (e.g. layer-wise learning rates) and
     ``unfreezing`` (e.g. ``GradualUnfreezing``, told the step number before each update).
+    ``max_tokens`` bounds memory for long texts: a batch of more padded positions (sentences x longest) runs as
+    slices whose gradients add up to the batch's (``micro_batches``); the update is the same, the peak lower.
     """
     from accelerate import Accelerator
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive number of padded positions per slice, got {max_tokens}")
     set_seed(seed)
     objective = objective if objective is not None else CrossEntropy()
     loader = as_loader(train_data, tokenizer, batch_size, seed, max_length, shuffle=True)
@@ -209,9 +240,15 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
                 unfreezing.on_step(len(history.steps))
             lr_now = scheduler.get_last_lr()[0]                   # the rate this step uses
             schedule_of.set_progress(len(history.steps) / total_steps)
-            out = objective(model, batch)                          # forward pass + loss
-            loss = out["loss"] + sum(reg(model) for reg in regularizers)
-            accelerator.backward(loss)                             # gradients
+            parts, outputs, loss = micro_batches(batch, max_tokens), [], 0.0   # one part unless over max_tokens
+            for i, (part, share) in enumerate(parts):
+                with accelerator.no_sync(model) if i < len(parts) - 1 else contextlib.nullcontext():
+                    out = objective(model, part)                   # forward pass + loss
+                    part_loss = (out["loss"] + sum(reg(model) for reg in regularizers)) * share
+                    accelerator.backward(part_loss)                # gradients (the parts add up to the batch's)
+                outputs.append((out, share))
+                loss += part_loss.detach()
+            out = merge_outputs(outputs)
             if max_grad_norm:
                 accelerator.unscale_gradients()  # a no-op without mixed precision; then one batched norm
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm, foreach=True)
