@@ -18,6 +18,7 @@ from xdlearn import data, distill, evaluate, lesson, models, students, train
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("3-layer", "2-layer", "narrow", "bilstm", "cnn")   # each trains at students.learning_rate(kind)
+TEST_SIZE, VALIDATION_SIZE = 500, 100
 
 
 def accuracy_and_speed(model, test, tokenizer) -> tuple[float, float]:
@@ -37,6 +38,28 @@ def pruned_size(student, tokenizer, texts, test) -> tuple[int, float]:
     return models.count_parameters(pruned), models.parameter_bytes(pruned) / 1e6
 
 
+def teacher_and_transfer_set(domain: str, labels: int, transfer: int, test_size: int = TEST_SIZE):
+    """The domain's split, the labelled sample, MiniLM fine-tuned on it, and its cached logits on unlabeled text.
+
+    Returns ``(split, labelled, teacher, tokenizer, transfer_set)``; the seeds are fixed, so every run (and every
+    benchmark that imports this) distils from the same teacher.
+    """
+    split = data.domain_splits([domain], seed=0, test_size=test_size, validation_size=VALIDATION_SIZE)[domain]
+    labelled = data.sample_labels(split["train"], labels, seed=0)
+    pool = data.unlabeled(data.sample_labels(split["train"], transfer, seed=1, balanced=False))
+    teacher, tokenizer = models.load_pretrained(labels=data.BINARY)
+    train.fit(teacher, labelled, tokenizer=tokenizer, epochs=3, batch_size=16, progress=False)
+    return split, labelled, teacher, tokenizer, distill.cache_teacher_logits(teacher, pool, tokenizer)
+
+
+def distilled_student(kind: str, teacher, tokenizer, transfer, epochs: int):
+    """A student of ``kind`` distilled on the cached teacher logits (T=2, alpha=1) at its kind's learning rate."""
+    student = students.make_student(teacher, tokenizer, kind)
+    train.fit(student, transfer, distill.Distillation(temperature=2.0, alpha=1.0), tokenizer=tokenizer,
+              epochs=epochs, lr=students.learning_rate(kind), progress=False)
+    return student
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domain", default="tweets")
@@ -46,12 +69,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "students.md")
     args = parser.parse_args()
     lesson.setup(seed=0)
-    split = data.domain_splits([args.domain], seed=0, test_size=500, validation_size=100)[args.domain]
-    labelled = data.sample_labels(split["train"], args.labels, seed=0)
-    pool = data.unlabeled(data.sample_labels(split["train"], args.transfer, seed=1, balanced=False))
-    teacher, tokenizer = models.load_pretrained(labels=data.BINARY)
-    train.fit(teacher, labelled, tokenizer=tokenizer, epochs=3, batch_size=16, progress=False)
-    transfer = distill.cache_teacher_logits(teacher, pool, tokenizer)
+    split, labelled, teacher, tokenizer, transfer = teacher_and_transfer_set(args.domain, args.labels, args.transfer)
     t_acc, t_speed = accuracy_and_speed(teacher, split["test"], tokenizer)
     corpus_text = list(data.load_corpus([args.domain])[args.domain]["text"])
     rows = []
@@ -59,11 +77,10 @@ def main() -> None:
         lr = students.learning_rate(kind)
         scores = {}
         for mode in ("distilled", "labels only"):
-            student = students.make_student(teacher, tokenizer, kind)
             if mode == "distilled":
-                train.fit(student, transfer, distill.Distillation(temperature=2.0, alpha=1.0), tokenizer=tokenizer,
-                          epochs=args.epochs, lr=lr, progress=False)
+                student = distilled_student(kind, teacher, tokenizer, transfer, args.epochs)
             else:
+                student = students.make_student(teacher, tokenizer, kind)
                 train.fit(student, labelled, tokenizer=tokenizer, epochs=args.epochs + 2, batch_size=16, lr=lr,
                           progress=False)
             scores[mode] = accuracy_and_speed(student, split["test"], tokenizer)

@@ -281,8 +281,7 @@ def save(model: nn.Module, tokenizer, directory: str | os.PathLike) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     if isinstance(model, _StudentBase):
         save_file(model.state_dict(), str(path / WEIGHTS_FILE), metadata=SAFETENSORS_METADATA)
-        config = {KIND_KEY: model.kind, ARGUMENTS_KEY: model.arguments()}
-        (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (path / CONFIG_FILE).write_text(json.dumps(student_config(model), indent=2) + "\n", encoding="utf-8")
     elif isinstance(model, PreTrainedModel):
         with quiet_transformers():
             model.save_pretrained(path)
@@ -323,17 +322,34 @@ def _saved_config(path: Path) -> dict:
         raise ModelError(f"{path / CONFIG_FILE}: not valid JSON ({err})") from None
 
 
-def _load_embedding_student(path: Path, config: dict) -> nn.Module:
-    """Rebuild a BiLSTM or CNN student from its config and load its safetensors weights strictly."""
+def student_config(model: nn.Module) -> dict:
+    """The ``config.json`` of a BiLSTM or CNN student: its kind and the arguments that rebuild its shape.
+
+    One description for every place that writes such a student (``save`` here, ``deploy.save`` for int8).
+    """
+    return {KIND_KEY: model.kind, ARGUMENTS_KEY: model.arguments()}
+
+
+def student_from_config(config: dict, path: Path) -> nn.Module:
+    """A freshly initialised BiLSTM or CNN student of the shape ``config`` describes (``path`` names the save)."""
     kind = config[KIND_KEY]
     if kind not in EMBEDDING_STUDENTS:
         raise ModelError(f"{path / CONFIG_FILE}: unknown student kind {kind!r}; "
                          f"known kinds are {sorted(EMBEDDING_STUDENTS)} (transformer students use model_type)")
     try:
-        model = EMBEDDING_STUDENTS[kind](**config.get(ARGUMENTS_KEY, {}))
+        return EMBEDDING_STUDENTS[kind](**config.get(ARGUMENTS_KEY, {}))
+    except TypeError as err:
+        raise ModelError(f"{path}: config.json does not describe a {kind} student: {err}") from None
+
+
+def _load_embedding_student(path: Path, config: dict) -> nn.Module:
+    """Rebuild a BiLSTM or CNN student from its config and load its safetensors weights strictly."""
+    model = student_from_config(config, path)
+    try:
         model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=True)
-    except (TypeError, RuntimeError) as err:
-        raise ModelError(f"{path}: the weights and config.json do not make a {kind} student: {err}") from None
+    except RuntimeError as err:
+        raise ModelError(f"{path}: the weights and config.json do not make a {config[KIND_KEY]} student: "
+                         f"{err}") from None
     return model
 
 
