@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import tempfile
 from pathlib import Path
 
 # benchmarks/students.py and benchmarks/training.py, beside this file (the script's folder is on sys.path)
 from students import KINDS, TEST_SIZE, distilled_student, teacher_and_transfer_set
-from training import machine
+from training import machine, write_results
 from xdlearn import data, deploy, evaluate, lesson, students
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,11 +153,7 @@ def main() -> None:
     result = {"machine": host, "settings": {**settings, "batch_sizes": BATCH_SIZES, "target": TARGET},
               "rows": rows, "meets_target": {b: [n for n, r in rows.items() if n != "teacher" and meets_target(r, b)]
                                              for b in BATCH_SIZES}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(markdown(result)) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print("\n".join(markdown(result)))
-    print(f"written {args.out} and {args.out.with_suffix('.json')}")
+    write_results(args.out, markdown(result), result)
 
 
 if __name__ == "__main__":

@@ -353,6 +353,15 @@ def matmul_peak(tokens: int, shape: dict, threads: int) -> dict:
     return {"tokens": tokens, "threads": threads, "flops_per_second": rates, "layer_mix": mixed}
 
 
+def write_results(out: Path, lines: list[str], result: dict) -> None:
+    """The results table as markdown and every number as JSON beside it, then the table on the console."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print("\n".join(lines))
+    print(f"written {out} and {out.with_suffix('.json')}")
+
+
 def machine() -> dict:
     """What the run ran on, recorded before any work so the load average is the machine's, not ours."""
     return {"node": platform.node() or "this machine", "platform": platform.platform(),
@@ -561,11 +570,7 @@ def main() -> None:
                            "fit_defaults": {k: FIT[k] for k in FIT_SHARED}}}
     for row in rows.values():
         row.pop("batch_shapes", None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(markdown(result)) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print("\n".join(markdown(result)))
-    print(f"written {args.out} and {args.out.with_suffix('.json')}")
+    write_results(args.out, markdown(result), result)
 
 
 if __name__ == "__main__":
