@@ -1,5 +1,5 @@
-"""The inference loop's batches: the same numbers as the row-by-row collator they replace, for sentences of one
-length and of many, for every kind of model."""
+"""The inference loop's batches and the students' unpacked paths: the same numbers as the row-by-row collator
+and the packed LSTM they replace, for sentences of one length and of many."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +11,7 @@ from conftest import make_tiny_model, toy_sentences
 from xdlearn import data, infer, students
 from xdlearn.objectives import model_inputs
 
-ATOL = 1e-6   # logits equal to float rounding
+ATOL = 1e-6   # the fused LSTM kernel adds in another order than the packed one: equal to float rounding
 
 
 def collated_batches(ds, tokenizer, batch_size: int) -> tuple[list[dict], list[int]]:
@@ -29,6 +29,16 @@ def collated_predict(model: nn.Module, ds, tokenizer, batch_size: int) -> np.nda
     restored = np.empty_like(stacked)
     restored[order] = stacked
     return restored
+
+
+def packed_bilstm_pool(student: students.BiLSTMStudent, input_ids, attention_mask) -> torch.Tensor:
+    """The BiLSTM student's max-pooled states the packed way (pack_padded_sequence, enforce_sorted=False)."""
+    lengths = attention_mask.sum(1).clamp(min=1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(student.embed(input_ids), lengths, batch_first=True,
+                                               enforce_sorted=False)
+    states, _ = nn.utils.rnn.pad_packed_sequence(student.lstm(packed)[0], batch_first=True,
+                                                 total_length=input_ids.shape[1])
+    return states.masked_fill(attention_mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
 
 
 @pytest.mark.parametrize("batch_size", [1, 5, 16])
@@ -72,3 +82,46 @@ def test_predict_gives_the_collated_logits_for_every_kind_of_model(kind, tokeniz
 def test_predict_refuses_an_empty_dataset(tokenizer):
     with pytest.raises(ValueError, match="empty"):
         infer.predict(make_tiny_model(), toy_sentences(4).select([]), tokenizer)
+
+
+def test_bilstm_unpacked_paths_equal_the_packed_one(tokenizer):
+    student = students.make_student(make_tiny_model(seed=7), tokenizer, "bilstm").eval()
+    texts = ["the film was good", "a much longer sentence with many more words in it", "bad", "fine film"]
+    mixed = tokenizer(texts, padding=True, return_tensors="pt")
+    equal = tokenizer(["good film", "bad film"], padding=True, return_tensors="pt")
+    assert equal["attention_mask"].all() and not mixed["attention_mask"].all()
+    with torch.no_grad():
+        for batch in (mixed, equal):
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            expected = student.head(packed_bilstm_pool(student, ids, mask))
+            torch.testing.assert_close(student(ids, mask).logits, expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(student(equal["input_ids"]).logits, student(**equal).logits, atol=0, rtol=0)
+        forced = student.head(student._pool_padded(equal["input_ids"].t(), equal["attention_mask"].t()))
+        torch.testing.assert_close(forced, student(**equal).logits, atol=ATOL, rtol=0)  # both unpacked paths agree
+
+
+def test_bilstm_gradients_match_the_packed_path(tokenizer):
+    student = students.make_student(make_tiny_model(seed=8), tokenizer, "bilstm").train()
+    student.head[0].p = 0.0  # no dropout: the two passes must see the same network
+    batch = tokenizer(["the film was good", "a much longer sentence with more words", "bad"], padding=True,
+                      return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    grads = []
+    for pool in (lambda: student._pool_padded(ids.t(), mask.t()), lambda: packed_bilstm_pool(student, ids, mask)):
+        student.zero_grad()
+        pool().sum().backward()
+        grads.append([p.grad.clone() for p in student.lstm.parameters()] + [student.embed.weight.grad.clone()])
+    for fused, packed in zip(*grads):
+        torch.testing.assert_close(fused, packed, atol=1e-5, rtol=1e-4)
+
+
+def test_cnn_without_padding_skips_the_mask_and_keeps_the_logits(tokenizer):
+    student = students.make_student(make_tiny_model(seed=9), tokenizer, "cnn").eval()
+    one = tokenizer(["the film was good"], return_tensors="pt")
+    padded = tokenizer(["the film was good", "a much longer sentence with many more words in it"], padding=True,
+                       return_tensors="pt")
+    with torch.no_grad():
+        alone, without_mask = student(**one).logits, student(one["input_ids"]).logits
+        beside = student(**padded).logits[:1]
+    torch.testing.assert_close(alone, without_mask, atol=0, rtol=0)
+    torch.testing.assert_close(alone, beside, atol=ATOL, rtol=0)

@@ -36,6 +36,9 @@ TOKENIZER_FILE = "tokenizer_config.json"  # written by every tokenizer's save_pr
 KIND_KEY, ARGUMENTS_KEY = "kind", "arguments"   # config.json of a BiLSTM or CNN student
 TRANSFORMERS_KEY = "model_type"                 # config.json of a transformers model
 SAFETENSORS_METADATA = {"format": "pt"}         # what transformers writes, so its tools read our files too
+LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")   # one direction's parameters, in nn.LSTM's order
+FORWARD, BACKWARD = ("",), ("_reverse",)        # suffixes of nn.LSTM's parameter names, per direction
+BOTH_DIRECTIONS = FORWARD + BACKWARD
 
 
 def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
@@ -132,15 +135,34 @@ class BiLSTMStudent(_StudentBase):
         return {**super().arguments(), "hidden": self.lstm.hidden_size, "dropout": self.head[0].p}
 
     def forward(self, input_ids, attention_mask=None, labels=None, **_):
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        # packing: the backward direction must start at each sentence's last real token, not at padding
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True,
-                                                   enforce_sorted=False)
-        states, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                                     total_length=input_ids.shape[1])
-        states = states.masked_fill(mask.unsqueeze(-1) == 0, float("-inf"))
-        return self._output(self.head(states.max(dim=1).values), labels)
+        ids = input_ids.t()   # time-major: the layout the fused LSTM kernel runs in, so it copies nothing
+        if attention_mask is None or bool(attention_mask.all()):  # no padding: one call, both directions
+            return self._output(self.head(self._lstm(self.embed(ids), BOTH_DIRECTIONS).amax(dim=0)), labels)
+        return self._output(self.head(self._pool_padded(ids, attention_mask.t())), labels)
+
+    def _pool_padded(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Max-pooled states of a right-padded, time-major batch, without packing.
+
+        The forward direction reads padding only after a sentence's last token, so its states there are exact.
+        The backward direction must start at that last token: it runs over each sentence reversed in place
+        (padding left where it was), which yields its states in reverse order, and the max does not care.
+        Packing gives the same states but steps through the tokens in a handful of small operations each;
+        here each direction is one fused call.
+        """
+        lengths = mask.sum(0)
+        positions = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1)
+        reversed_ids = ids.gather(0, torch.where(positions < lengths, lengths - 1 - positions, positions))
+        states = torch.cat([self._lstm(self.embed(ids), FORWARD), self._lstm(self.embed(reversed_ids), BACKWARD)],
+                           dim=-1)
+        return states.masked_fill_(mask.unsqueeze(-1) == 0, float("-inf")).amax(dim=0)
+
+    def _lstm(self, embedded: torch.Tensor, directions: tuple[str, ...]) -> torch.Tensor:
+        """``self.lstm``'s states over time-major ``embedded`` in the given directions, one fused call, zero start."""
+        lstm = self.lstm
+        weights = [getattr(lstm, f"{name}_l0{direction}") for direction in directions for name in LSTM_WEIGHTS]
+        zeros = embedded.new_zeros(len(directions), embedded.shape[1], lstm.hidden_size)
+        return torch.lstm(embedded, (zeros, zeros), weights, True, 1, 0.0, self.training, len(directions) == 2,
+                          False)[0]
 
 
 class CNNStudent(_StudentBase):
@@ -161,17 +183,27 @@ class CNNStudent(_StudentBase):
                 "widths": [conv.kernel_size[0] for conv in self.convs], "dropout": self.head[0].p}
 
     def forward(self, input_ids, attention_mask=None, labels=None, **_):
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        x = (self.embed(input_ids) * mask.unsqueeze(-1)).transpose(1, 2)   # (batch, embed, tokens), pads = 0
-        lengths = mask.sum(1, keepdim=True)
-        pooled = []
-        for conv in self.convs:  # windows lying wholly in the padding must not win the max
-            out = torch.relu(conv(x))
+        x = self.embed(input_ids)
+        padded = attention_mask is not None and not bool(attention_mask.all())  # else nothing to zero or hide
+        if padded:
+            x = x * attention_mask.unsqueeze(-1)   # pads = 0
+        x = x.transpose(1, 2).contiguous()   # (batch, embed, tokens), copied once for all the convolutions
+        lengths = attention_mask.sum(1, keepdim=True) if padded else None
+        pooled = [self._pool(conv, x, lengths) for conv in self.convs]
+        return self._output(self.head(torch.cat(pooled, dim=-1)), labels)
+
+    @staticmethod
+    def _pool(conv: nn.Conv1d, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """ReLU of one convolution's max over positions; given ``lengths``, windows wholly in the padding cannot win.
+
+        ReLU commutes with the max (it never reorders two numbers), so it runs on the pooled values only.
+        """
+        out = conv(x)
+        if lengths is not None:
             width = conv.kernel_size[0]
             position = torch.arange(out.shape[-1], device=out.device).unsqueeze(0)
-            out = out.masked_fill((position > lengths + width - 2).unsqueeze(1), float("-inf"))
-            pooled.append(out.max(dim=-1).values)
-        return self._output(self.head(torch.cat(pooled, dim=-1)), labels)
+            out = out.masked_fill_((position > lengths + width - 2).unsqueeze(1), float("-inf"))
+        return torch.relu(out.amax(dim=-1))
 
 
 EMBEDDING_STUDENTS = {cls.kind: cls for cls in (BiLSTMStudent, CNNStudent)}   # kind -> class, for build and load
