@@ -125,3 +125,31 @@ def test_cnn_without_padding_skips_the_mask_and_keeps_the_logits(tokenizer):
         beside = student(**padded).logits[:1]
     torch.testing.assert_close(alone, without_mask, atol=0, rtol=0)
     torch.testing.assert_close(alone, beside, atol=ATOL, rtol=0)
+
+
+def test_cnn_taps_product_equals_the_convolutions(tokenizer):
+    student = students.make_student(make_tiny_model(seed=11), tokenizer, "cnn").eval()
+    batch = tokenizer(["the film was good", "a much longer sentence with many more words in it", "bad"],
+                      padding=True, return_tensors="pt")
+    x = student.embed(batch["input_ids"]).detach() * batch["attention_mask"].unsqueeze(-1)
+    lengths = batch["attention_mask"].sum(1, keepdim=True)
+    with torch.no_grad():
+        for given in (lengths, None):  # padded batch, and one treated as unpadded
+            for taps, convolved in zip(student._pool_by_taps(x, given), student._pool_by_convolution(x, given)):
+                torch.testing.assert_close(taps, convolved, atol=ATOL, rtol=0)
+
+
+def test_cnn_taps_follow_the_weights_through_training(tokenizer, toy):
+    student = students.make_student(make_tiny_model(seed=12), tokenizer, "cnn")
+    texts = list(toy["test"]["text"][:16])
+    test = toy["test"].select(range(16))
+    before = infer.predict(student, test, tokenizer)  # builds the tap matrix, in inference mode
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    batch = tokenizer(list(toy["train"]["text"][:8]), padding=True, return_tensors="pt")
+    student(**batch, labels=torch.tensor(toy["train"]["label"][:8])).loss.backward()  # no inference tensor in the graph
+    optimizer.step()
+    after = infer.predict(student, test, tokenizer)
+    student.eval()
+    convolved = student(**tokenizer(texts, padding=True, return_tensors="pt")).logits.detach()  # grad on: nn.Conv1d
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, convolved.numpy(), atol=ATOL, rtol=0)

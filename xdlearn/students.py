@@ -176,6 +176,7 @@ class CNNStudent(_StudentBase):
         super().__init__(vocab_size, embed_dim, num_labels, embeddings, pad_token_id, labels)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, channels, w, padding=w - 1) for w in widths)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels * len(widths), num_labels))
+        self._taps: tuple[list, torch.Tensor] | None = None   # see _tap_matrix: derived from the weights, never saved
 
     def arguments(self) -> dict:
         """Constructor arguments that rebuild this student's shape (see ``_StudentBase.arguments``)."""
@@ -187,23 +188,54 @@ class CNNStudent(_StudentBase):
         padded = attention_mask is not None and not bool(attention_mask.all())  # else nothing to zero or hide
         if padded:
             x = x * attention_mask.unsqueeze(-1)   # pads = 0
-        x = x.transpose(1, 2).contiguous()   # (batch, embed, tokens), copied once for all the convolutions
         lengths = attention_mask.sum(1, keepdim=True) if padded else None
-        pooled = [self._pool(conv, x, lengths) for conv in self.convs]
-        return self._output(self.head(torch.cat(pooled, dim=-1)), labels)
+        pool = self._pool_by_convolution if torch.is_grad_enabled() else self._pool_by_taps
+        return self._output(self.head(torch.cat(pool(x, lengths), dim=-1)), labels)
 
-    @staticmethod
-    def _pool(conv: nn.Conv1d, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """ReLU of one convolution's max over positions; given ``lengths``, windows wholly in the padding cannot win.
+    def _pool_by_convolution(self, x: torch.Tensor, lengths: torch.Tensor | None) -> list[torch.Tensor]:
+        """Each convolution's pooled features, through ``nn.Conv1d``: the path training differentiates."""
+        x = x.transpose(1, 2).contiguous()   # (batch, embed, tokens), copied once for all the convolutions
+        return [torch.relu(_window_max(conv(x), lengths, conv.kernel_size[0], dim=-1)) for conv in self.convs]
 
-        ReLU commutes with the max (it never reorders two numbers), so it runs on the pooled values only.
+    def _pool_by_taps(self, x: torch.Tensor, lengths: torch.Tensor | None) -> list[torch.Tensor]:
+        """The same features from one matrix product: every token times every tap of every convolution at once.
+
+        A window's output is the sum, over its taps, of tap k applied to its k-th token; so one product of the
+        tokens with all taps side by side, then shifted sums, gives every convolution. One large product keeps
+        both cores busy where ``conv1d`` on one sentence falls back to a single-threaded kernel.
         """
-        out = conv(x)
-        if lengths is not None:
-            width = conv.kernel_size[0]
-            position = torch.arange(out.shape[-1], device=out.device).unsqueeze(0)
-            out = out.masked_fill_((position > lengths + width - 2).unsqueeze(1), float("-inf"))
-        return torch.relu(out.amax(dim=-1))
+        products = x @ self._tap_matrix()   # (batch, tokens, taps x channels)
+        pooled, column, tokens = [], 0, x.shape[1]
+        for conv in self.convs:
+            width, channels = conv.kernel_size[0], conv.out_channels
+            windows = products.new_zeros(x.shape[0], tokens + width - 1, channels)
+            for tap in range(width):  # window t reads token t + tap - (width - 1), as padding=width - 1 places it
+                shift = width - 1 - tap
+                windows[:, shift:shift + tokens] += products[:, :, column + tap * channels:column + (tap + 1) * channels]
+            column += width * channels
+            pooled.append(torch.relu(_window_max(windows, lengths, width, dim=1) + conv.bias))  # bias commutes with max
+        return pooled
+
+    def _tap_matrix(self) -> torch.Tensor:
+        """Every convolution's taps side by side, (embed, taps x channels); rebuilt only when a weight changes."""
+        weights = [conv.weight for conv in self.convs]
+        key = [(weight, weight._version, weight.data_ptr()) for weight in weights]
+        if self._taps is None or any(a[0] is not b[0] or a[1:] != b[1:] for a, b in zip(self._taps[0], key)):
+            matrix = torch.cat([weight[:, :, tap].t() for weight in weights for tap in range(weight.shape[-1])], dim=1)
+            self._taps = (key, matrix.detach())
+        return self._taps[1]
+
+
+def _window_max(values: torch.Tensor, lengths: torch.Tensor | None, width: int, dim: int) -> torch.Tensor:
+    """Max of convolution outputs over positions (``dim``); given ``lengths``, windows wholly in the padding cannot win.
+
+    Masking happens in place: ``values`` is a fresh output nobody else reads.
+    """
+    if lengths is not None:
+        position = torch.arange(values.shape[dim], device=values.device)
+        hidden = (position.unsqueeze(0) > lengths + width - 2).unsqueeze(1 if dim == -1 else -1)
+        values = values.masked_fill_(hidden, float("-inf"))
+    return values.amax(dim=dim)
 
 
 EMBEDDING_STUDENTS = {cls.kind: cls for cls in (BiLSTMStudent, CNNStudent)}   # kind -> class, for build and load
