@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import make_tiny_model, toy_sentences
-from xdlearn import data, infer, students
+from xdlearn import data, evaluate, infer, students
 from xdlearn.objectives import model_inputs
 
 ATOL = 1e-6   # the fused LSTM kernel adds in another order than the packed one: equal to float rounding
@@ -153,3 +153,22 @@ def test_cnn_taps_follow_the_weights_through_training(tokenizer, toy):
     convolved = student(**tokenizer(texts, padding=True, return_tensors="pt")).logits.detach()  # grad on: nn.Conv1d
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, convolved.numpy(), atol=ATOL, rtol=0)
+
+
+def test_latency_at_batch_one_reports_per_sentence_figures(tokenizer):
+    model, ds = make_tiny_model(), toy_sentences(12)
+    result = evaluate.latency(model, ds, tokenizer, batch_size=1, repeats=2)
+    assert result["batch_size"] == 1 and result["n"] == 12
+    assert result["ms_per_sentence"] == pytest.approx(1000 * result["seconds"] / 12)
+    assert result["examples_per_second"] * result["ms_per_sentence"] == pytest.approx(1000)
+
+
+def test_speedup_times_both_models_on_the_same_sentences(tokenizer):
+    teacher = make_tiny_model(seed=10)
+    student = students.make_student(teacher, tokenizer, "cnn")
+    result = evaluate.speedup(student, teacher, toy_sentences(20), tokenizer, batch_size=8, repeats=2)
+    assert result["model"]["n"] == result["baseline"]["n"] == 20
+    expected = result["baseline"]["seconds"] / result["model"]["seconds"]
+    assert result["speedup"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="tokenizer"):
+        evaluate.speedup(student, teacher, toy_sentences(4))
