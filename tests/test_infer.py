@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import make_tiny_model, toy_sentences
-from xdlearn import data, evaluate, infer, students
+from xdlearn import data, evaluate, flops, infer, students
 from xdlearn.objectives import model_inputs
 
 ATOL = 1e-6   # the fused LSTM kernel adds in another order than the packed one: equal to float rounding
@@ -153,6 +153,22 @@ def test_cnn_taps_follow_the_weights_through_training(tokenizer, toy):
     convolved = student(**tokenizer(texts, padding=True, return_tensors="pt")).logits.detach()  # grad on: nn.Conv1d
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, convolved.numpy(), atol=ATOL, rtol=0)
+
+
+def test_flops_of_the_fast_paths_are_counted_through_predict(tokenizer):
+    """One sentence per call, no padding: FLOPs by hand for the CNN's tap product and the fused BiLSTM."""
+    teacher, ds = make_tiny_model(seed=13), toy_sentences(6, seed=13)
+    tokens = [len(ids) for ids in tokenizer(list(ds["text"]))["input_ids"]]
+    cnn = students.make_student(teacher, tokenizer, "cnn")
+    embed, channels, taps = cnn.embed.embedding_dim, cnn.convs[0].out_channels, sum(c.kernel_size[0] for c in cnn.convs)
+    head = 2 * cnn.head[1].in_features * cnn.head[1].out_features
+    expected = sum(2 * t * embed * taps * channels + head for t in tokens) / len(ds)
+    assert flops.inference_flops(cnn, ds, tokenizer, batch_size=1) == pytest.approx(expected)
+    lstm = students.make_student(teacher, tokenizer, "bilstm")
+    gates, hidden = 4 * lstm.lstm.hidden_size, lstm.lstm.hidden_size
+    head = sum(2 * layer.in_features * layer.out_features for layer in (lstm.head[1], lstm.head[3]))
+    expected = sum(2 * 2 * t * gates * (embed + hidden) + head for t in tokens) / len(ds)
+    assert flops.inference_flops(lstm, ds, tokenizer, batch_size=1) == pytest.approx(expected)
 
 
 def test_latency_at_batch_one_reports_per_sentence_figures(tokenizer):
