@@ -15,6 +15,8 @@ from typing import Iterator, Sequence
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
@@ -403,8 +405,6 @@ def make_loader(ds: Dataset, tokenizer=None, batch_size: int = 32, shuffle: bool
                       collate_fn=PadCollator(pad_id))
 
 
-
-
 INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")   # the columns a batch pads, as PadCollator
 
 
@@ -418,7 +418,6 @@ class SortedBatches:
     """
 
     def __init__(self, ds: Dataset, batch_size: int = 64, pad_token_id: int = 0):
-        import pyarrow.compute as pc
         table = ds.select_columns([c for c in INPUT_COLUMNS if c in ds.column_names]).with_format("arrow")[:]
         lengths = pc.list_value_length(table["input_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
         self.batches = LengthGroupedBatchSampler(lengths.tolist(), batch_size, shuffle=False).batches()
@@ -454,7 +453,7 @@ def _spans(lengths: np.ndarray, sizes: list[int]) -> list[tuple[slice, slice, in
             for i in range(len(sizes))]
 
 
-def _flat(values) -> np.ndarray:
+def _flat(values: pa.ChunkedArray) -> np.ndarray:
     """An Arrow array of token values as int64, the dtype ``PadCollator``'s ``torch.tensor`` gives."""
     return values.to_numpy(zero_copy_only=False).astype(np.int64)
 
