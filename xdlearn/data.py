@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
@@ -301,6 +304,15 @@ def tokenize(ds: Dataset, tokenizer, max_length: int = 128) -> Dataset:
                                       if c in ds.column_names])
 
 
+def tokenized(ds: Dataset, tokenizer, max_length: int = 128) -> Dataset:
+    """``ds`` itself if it already has ``input_ids``, else tokenised: a loader never tokenises twice."""
+    if "input_ids" in ds.column_names:
+        return ds
+    if tokenizer is None:
+        raise DataError("dataset is not tokenised: pass tokenizer= (or call xdlearn.data.tokenize)")
+    return tokenize(ds, tokenizer, max_length)
+
+
 @contextlib.contextmanager
 def quiet_datasets():
     """No ``datasets`` progress bars inside: a bar per map() would drown the training bars."""
@@ -379,10 +391,7 @@ class PadCollator:
 def make_loader(ds: Dataset, tokenizer=None, batch_size: int = 32, shuffle: bool = True,
                 seed: int = 0, max_length: int = 128, group_by_length: bool = True) -> DataLoader:
     """A DataLoader over ``ds`` with dynamic padding and (by default) length-grouped batches."""
-    if "input_ids" not in ds.column_names:
-        if tokenizer is None:
-            raise DataError("dataset is not tokenised: pass tokenizer= (or call xdlearn.data.tokenize)")
-        ds = tokenize(ds, tokenizer, max_length)
+    ds = tokenized(ds, tokenizer, max_length)
     keep = [c for c in ds.column_names if c not in ("text", "domain")]
     ds = ds.select_columns(keep)
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
@@ -395,3 +404,71 @@ def make_loader(ds: Dataset, tokenizer=None, batch_size: int = 32, shuffle: bool
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=PadCollator(pad_id))
 
+
+INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")   # the columns a batch pads, as PadCollator
+
+
+class SortedBatches:
+    """Inference batches: rows sorted by length (the order of ``make_loader(shuffle=False)``), padded with torch.
+
+    ``PadCollator`` builds every batch from Python lists, which at batch 1 costs as much as a small student's
+    forward pass. Here each input column is read from Arrow once and laid out flat in batch order, so a batch
+    is a slice of it: a view when its rows share one length (every batch of 1), else one masked copy. A batch
+    holds the input columns only (no labels); ``order`` lists the dataset rows in the order they come out.
+    """
+
+    def __init__(self, ds: Dataset, batch_size: int = 64, pad_token_id: int = 0):
+        table = ds.select_columns([c for c in INPUT_COLUMNS if c in ds.column_names]).with_format("arrow")[:]
+        lengths = pc.list_value_length(table["input_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.batches = LengthGroupedBatchSampler(lengths.tolist(), batch_size, shuffle=False).batches()
+        self.order = [i for rows in self.batches for i in rows]
+        order = np.asarray(self.order, dtype=np.int64)
+        self.lengths = torch.from_numpy(lengths[order])
+        self.spans = _spans(lengths[order], [len(rows) for rows in self.batches])
+        gather = _token_positions(lengths, order)
+        self.columns = {key: torch.from_numpy(_flat(pc.list_flatten(table[key]))[gather]) for key in table.column_names}
+        self.fills = {key: pad_token_id if key == "input_ids" else 0 for key in self.columns}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for rows, tokens, width in self.spans:
+            if tokens.stop - tokens.start == (rows.stop - rows.start) * width:  # one length: views, no copy
+                yield {key: flat[tokens].view(rows.stop - rows.start, width) for key, flat in self.columns.items()}
+                continue
+            real = torch.arange(width).unsqueeze(0) < self.lengths[rows].unsqueeze(1)
+            yield {key: _pad(flat[tokens], real, self.fills[key]) for key, flat in self.columns.items()}
+
+
+def _spans(lengths: np.ndarray, sizes: list[int]) -> list[tuple[slice, slice, int]]:
+    """Per batch of ``sizes`` consecutive rows of ``lengths``: its rows, its tokens in the flat column, its width."""
+    if not sizes:
+        return []
+    row_bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    token_bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)[row_bounds].tolist()
+    widths = np.maximum.reduceat(lengths, row_bounds[:-1]).tolist()
+    rows = row_bounds.tolist()
+    return [(slice(rows[i], rows[i + 1]), slice(token_bounds[i], token_bounds[i + 1]), widths[i])
+            for i in range(len(sizes))]
+
+
+def _flat(values: pa.ChunkedArray) -> np.ndarray:
+    """An Arrow array of token values as int64, the dtype ``PadCollator``'s ``torch.tensor`` gives."""
+    return values.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _token_positions(lengths: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Where each token of the rows in ``order`` sits in the flat column of the rows in dataset order."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    picked = lengths[order]
+    row_start = np.repeat(starts[order], picked)
+    within = np.arange(int(picked.sum()), dtype=np.int64) - np.repeat(np.cumsum(picked) - picked, picked)
+    return row_start + within
+
+
+def _pad(tokens: torch.Tensor, real: torch.Tensor, fill: int) -> torch.Tensor:
+    """Rows laid end to end in ``tokens`` as a (rows, width) tensor: ``real`` marks their places, the rest is ``fill``."""
+    padded = tokens.new_full(real.shape, fill)
+    padded[real] = tokens
+    return padded

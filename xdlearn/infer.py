@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from .data import make_loader
+from .data import SortedBatches, tokenized
 from .objectives import model_inputs
 
 
@@ -24,20 +24,21 @@ def map_batches(model: nn.Module, data: Dataset, fn: Callable[[nn.Module, dict],
     """``fn(model, batch)`` for every batch, stacked, one row per row of ``data`` in the dataset's order.
 
     Batches run sorted by length (least padding) in eval mode; the model's train/eval mode is restored after.
+    A batch holds the model's inputs (``input_ids``, ``attention_mask``, ``token_type_ids``), no labels.
     """
-    loader = make_loader(data, tokenizer, batch_size=batch_size, shuffle=False, max_length=max_length)
+    if len(data) == 0:
+        raise ValueError("the dataset is empty: there is no sentence to run the model on")
+    batches = SortedBatches(tokenized(data, tokenizer, max_length), batch_size,
+                            getattr(tokenizer, "pad_token_id", None) or 0)
     was_training = model.training
     model.eval()
     try:
-        outputs = [fn(model, batch).float() for batch in loader]
+        outputs = [fn(model, batch).float() for batch in batches]
     finally:
         model.train(was_training)
-    if not outputs:
-        raise ValueError("the dataset is empty: there is no sentence to run the model on")
     stacked = torch.cat(outputs).numpy()
-    order = [i for batch in loader.batch_sampler for i in batch]
     restored = np.empty_like(stacked)
-    restored[order] = stacked
+    restored[batches.order] = stacked
     return restored
 
 

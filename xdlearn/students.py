@@ -36,6 +36,9 @@ TOKENIZER_FILE = "tokenizer_config.json"  # written by every tokenizer's save_pr
 KIND_KEY, ARGUMENTS_KEY = "kind", "arguments"   # config.json of a BiLSTM or CNN student
 TRANSFORMERS_KEY = "model_type"                 # config.json of a transformers model
 SAFETENSORS_METADATA = {"format": "pt"}         # what transformers writes, so its tools read our files too
+LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")   # one direction's parameters, in nn.LSTM's order
+FORWARD, BACKWARD = ("",), ("_reverse",)        # suffixes of nn.LSTM's parameter names, per direction
+BOTH_DIRECTIONS = FORWARD + BACKWARD
 
 
 def student_from_teacher(teacher: nn.Module, layers: Sequence[int]) -> nn.Module:
@@ -132,15 +135,34 @@ class BiLSTMStudent(_StudentBase):
         return {**super().arguments(), "hidden": self.lstm.hidden_size, "dropout": self.head[0].p}
 
     def forward(self, input_ids, attention_mask=None, labels=None, **_):
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        # packing: the backward direction must start at each sentence's last real token, not at padding
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True,
-                                                   enforce_sorted=False)
-        states, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                                     total_length=input_ids.shape[1])
-        states = states.masked_fill(mask.unsqueeze(-1) == 0, float("-inf"))
-        return self._output(self.head(states.max(dim=1).values), labels)
+        ids = input_ids.t()   # time-major: the layout the fused LSTM kernel runs in, so it copies nothing
+        if attention_mask is None or bool(attention_mask.all()):  # no padding: one call, both directions
+            return self._output(self.head(self._lstm(self.embed(ids), BOTH_DIRECTIONS).amax(dim=0)), labels)
+        return self._output(self.head(self._pool_padded(ids, attention_mask.t())), labels)
+
+    def _pool_padded(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Max-pooled states of a right-padded, time-major batch, without packing.
+
+        The forward direction reads padding only after a sentence's last token, so its states there are exact.
+        The backward direction must start at that last token: it runs over each sentence reversed in place
+        (padding left where it was), which yields its states in reverse order, and the max does not care.
+        Packing gives the same states but steps through the tokens in a handful of small operations each;
+        here each direction is one fused call.
+        """
+        lengths = mask.sum(0)
+        positions = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1)
+        reversed_ids = ids.gather(0, torch.where(positions < lengths, lengths - 1 - positions, positions))
+        states = torch.cat([self._lstm(self.embed(ids), FORWARD), self._lstm(self.embed(reversed_ids), BACKWARD)],
+                           dim=-1)
+        return states.masked_fill_(mask.unsqueeze(-1) == 0, float("-inf")).amax(dim=0)
+
+    def _lstm(self, embedded: torch.Tensor, directions: tuple[str, ...]) -> torch.Tensor:
+        """``self.lstm``'s states over time-major ``embedded`` in the given directions, one fused call, zero start."""
+        lstm = self.lstm
+        weights = [getattr(lstm, f"{name}_l0{direction}") for direction in directions for name in LSTM_WEIGHTS]
+        zeros = embedded.new_zeros(len(directions), embedded.shape[1], lstm.hidden_size)
+        return torch.lstm(embedded, (zeros, zeros), weights, True, 1, 0.0, self.training, len(directions) == 2,
+                          False)[0]
 
 
 class CNNStudent(_StudentBase):
@@ -154,6 +176,7 @@ class CNNStudent(_StudentBase):
         super().__init__(vocab_size, embed_dim, num_labels, embeddings, pad_token_id, labels)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, channels, w, padding=w - 1) for w in widths)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels * len(widths), num_labels))
+        self._taps: tuple[list, torch.Tensor] | None = None   # see _tap_matrix: derived from the weights, never saved
 
     def arguments(self) -> dict:
         """Constructor arguments that rebuild this student's shape (see ``_StudentBase.arguments``)."""
@@ -161,17 +184,58 @@ class CNNStudent(_StudentBase):
                 "widths": [conv.kernel_size[0] for conv in self.convs], "dropout": self.head[0].p}
 
     def forward(self, input_ids, attention_mask=None, labels=None, **_):
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        x = (self.embed(input_ids) * mask.unsqueeze(-1)).transpose(1, 2)   # (batch, embed, tokens), pads = 0
-        lengths = mask.sum(1, keepdim=True)
-        pooled = []
-        for conv in self.convs:  # windows lying wholly in the padding must not win the max
-            out = torch.relu(conv(x))
-            width = conv.kernel_size[0]
-            position = torch.arange(out.shape[-1], device=out.device).unsqueeze(0)
-            out = out.masked_fill((position > lengths + width - 2).unsqueeze(1), float("-inf"))
-            pooled.append(out.max(dim=-1).values)
-        return self._output(self.head(torch.cat(pooled, dim=-1)), labels)
+        x = self.embed(input_ids)
+        padded = attention_mask is not None and not bool(attention_mask.all())  # else nothing to zero or hide
+        if padded:
+            x = x * attention_mask.unsqueeze(-1)   # pads = 0
+        lengths = attention_mask.sum(1, keepdim=True) if padded else None
+        pool = self._pool_by_convolution if torch.is_grad_enabled() else self._pool_by_taps
+        return self._output(self.head(torch.cat(pool(x, lengths), dim=-1)), labels)
+
+    def _pool_by_convolution(self, x: torch.Tensor, lengths: torch.Tensor | None) -> list[torch.Tensor]:
+        """Each convolution's pooled features, through ``nn.Conv1d``: the path training differentiates."""
+        x = x.transpose(1, 2).contiguous()   # (batch, embed, tokens), copied once for all the convolutions
+        return [torch.relu(_window_max(conv(x), lengths, conv.kernel_size[0], dim=-1)) for conv in self.convs]
+
+    def _pool_by_taps(self, x: torch.Tensor, lengths: torch.Tensor | None) -> list[torch.Tensor]:
+        """The same features from one matrix product: every token times every tap of every convolution at once.
+
+        A window's output is the sum, over its taps, of tap k applied to its k-th token; so one product of the
+        tokens with all taps side by side, then shifted sums, gives every convolution. One large product keeps
+        both cores busy where ``conv1d`` on one sentence falls back to a single-threaded kernel.
+        """
+        products = x @ self._tap_matrix()   # (batch, tokens, taps x channels)
+        pooled, column, tokens = [], 0, x.shape[1]
+        for conv in self.convs:
+            width, channels = conv.kernel_size[0], conv.out_channels
+            windows = products.new_zeros(x.shape[0], tokens + width - 1, channels)
+            for tap in range(width):  # window t reads token t + tap - (width - 1), as padding=width - 1 places it
+                shift = width - 1 - tap
+                windows[:, shift:shift + tokens] += products[:, :, column + tap * channels:column + (tap + 1) * channels]
+            column += width * channels
+            pooled.append(torch.relu(_window_max(windows, lengths, width, dim=1) + conv.bias))  # bias commutes with max
+        return pooled
+
+    def _tap_matrix(self) -> torch.Tensor:
+        """Every convolution's taps side by side, (embed, taps x channels); rebuilt only when a weight changes."""
+        weights = [conv.weight for conv in self.convs]
+        key = [(weight, weight._version, weight.data_ptr()) for weight in weights]
+        if self._taps is None or any(a[0] is not b[0] or a[1:] != b[1:] for a, b in zip(self._taps[0], key)):
+            matrix = torch.cat([weight[:, :, tap].t() for weight in weights for tap in range(weight.shape[-1])], dim=1)
+            self._taps = (key, matrix.detach())
+        return self._taps[1]
+
+
+def _window_max(values: torch.Tensor, lengths: torch.Tensor | None, width: int, dim: int) -> torch.Tensor:
+    """Max of convolution outputs over positions (``dim``); given ``lengths``, windows wholly in the padding cannot win.
+
+    Masking happens in place: ``values`` is a fresh output nobody else reads.
+    """
+    if lengths is not None:
+        position = torch.arange(values.shape[dim], device=values.device)
+        hidden = (position.unsqueeze(0) > lengths + width - 2).unsqueeze(1 if dim == -1 else -1)
+        values = values.masked_fill_(hidden, float("-inf"))
+    return values.amax(dim=dim)
 
 
 EMBEDDING_STUDENTS = {cls.kind: cls for cls in (BiLSTMStudent, CNNStudent)}   # kind -> class, for build and load
