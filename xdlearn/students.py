@@ -135,10 +135,21 @@ class BiLSTMStudent(_StudentBase):
         return {**super().arguments(), "hidden": self.lstm.hidden_size, "dropout": self.head[0].p}
 
     def forward(self, input_ids, attention_mask=None, labels=None, **_):
-        ids = input_ids.t()   # time-major: the layout the fused LSTM kernel runs in, so it copies nothing
-        if attention_mask is None or bool(attention_mask.all()):  # no padding: one call, both directions
+        ids = input_ids.t().contiguous()   # time-major: the fused LSTM kernel's layout (int8 embeddings need it dense)
+        mask = None if attention_mask is None else attention_mask.t()
+        if not isinstance(self.lstm, nn.LSTM):   # int8 (deploy.quantize): its packed weights need its own forward
+            return self._output(self.head(self._pool_packed(ids, mask)), labels)
+        if mask is None or bool(mask.all()):   # no padding: one call, both directions
             return self._output(self.head(self._lstm(self.embed(ids), BOTH_DIRECTIONS).amax(dim=0)), labels)
-        return self._output(self.head(self._pool_padded(ids, attention_mask.t())), labels)
+        return self._output(self.head(self._pool_padded(ids, mask)), labels)
+
+    def _pool_packed(self, ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Max-pooled states from ``self.lstm``'s own forward over a packed batch: the path of a quantized LSTM."""
+        lengths = torch.full((ids.shape[1],), ids.shape[0]) if mask is None else mask.sum(0).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths, enforce_sorted=False)
+        states = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], padding_value=float("-inf"),
+                                                  total_length=ids.shape[0])[0]
+        return states.amax(dim=0)
 
     def _pool_padded(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Max-pooled states of a right-padded, time-major batch, without packing.
