@@ -5,6 +5,7 @@ Running them is nbval's job: the README's test command executes every notebook i
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -47,3 +48,17 @@ def test_readme_lists_every_lesson():
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     missing = [p.stem for p in NOTEBOOKS if f"`{p.stem}`" not in readme]
     assert not missing, f"README's lesson table does not list {missing}"
+
+
+def test_code_you_may_have_seen_quotes_every_broken_pattern_and_runs_none_that_cannot_run():
+    """The page quotes each broken fragment in a markdown code block; the two that need what this project does not
+    have (``torchtext.legacy``, a ``torch.hub`` download) appear in no code cell, which nbval would run."""
+    nb = nbformat.read(Path(__file__).parent.parent / "notebooks" / "code_you_may_have_seen.ipynb", as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    quoted = "\n".join(re.findall(r"```python\n(.*?)```", markdown, flags=re.S))
+    for fragment in ("from torchtext.legacy import data", "BucketIterator", "torch.hub.load(", "model.eval()",
+                     "with torch.no_grad():", "load_state_dict(teacher.state_dict())"):
+        assert fragment in quoted, f"the page does not quote {fragment!r}"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for unrunnable in ("from torchtext", "import torchtext", "torch.hub.load("):
+        assert unrunnable not in code, f"a code cell runs {unrunnable!r}"
