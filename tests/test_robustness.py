@@ -157,3 +157,139 @@ def test_starting_over_on_a_checkpoint_says_so(saved_run, tokenizer):
         train.fit(make_tiny_model(), toy_sentences(64), tokenizer=tokenizer, checkpoint_dir=saved_run,
                   **{**SETTINGS, "epochs": 1})
     assert any("resume=False starts over and replaces it" in str(w.message) for w in caught)
+
+
+# ---- your own tables --------------------------------------------------------------------------------------
+def write_parquet(path: Path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table(columns), path)
+
+
+def writer(name: str, content):
+    """A function writing ``content`` (bytes, JSON-able data, or Parquet columns) to ``tmp_path / name``."""
+    def write(tmp_path: Path) -> Path:
+        path = tmp_path / name
+        if name.endswith(".parquet"):
+            write_parquet(path, content)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(json.dumps(content))
+        return path
+    return write
+
+
+BAD_TABLES = {  # case: (file, load_table options, what the message must say)
+    "null text in JSON": (writer("t.json", [{"text": "fine", "label": "positive"}, {"text": None, "label": "negative"}]),
+                          {}, r"t.json: column 'text' is missing \(null\) in row\(s\) \[2\]"),
+    "null text in JSON lines": (writer("t.jsonl", b'{"text": "ok", "label": 1}\n{"label": 0}\n'),
+                                {}, r"t.jsonl: column 'text' is missing \(null\) in row\(s\) \[2\]"),
+    "null text in Parquet": (writer("t.parquet", {"text": ["ok", None], "label": ["positive", "negative"]}),
+                             {}, r"t.parquet: column 'text' is missing \(null\) in row\(s\) \[2\]"),
+    "a number as text in JSON": (writer("n.json", [{"text": 5, "label": "positive"}]),
+                                 {}, r"n.json: column 'text', row 1: 5 is a int, not text"),
+    "numbers as text in Parquet": (writer("n.parquet", {"text": [1.5, 2.0], "label": [0, 1]}),
+                                   {}, r"n.parquet: column 'text', row 1: 1.5 is a float, not text"),
+    "empty text in CSV": (writer("e.csv", b"text,label\nok,1\n  ,0\n"), {}, r"e.csv: column 'text' is empty in row\(s\) \[2\]"),
+    "a header without rows": (writer("h.csv", b"text,label\n"), {}, r"h.csv: no rows, only a header \(\['text', 'label'\]"),
+    "an empty CSV file": (writer("z.csv", b""), {}, r"z.csv: the file is empty"),
+    "an empty JSON array": (writer("z.json", []), {}, r"z.json: no rows and no columns"),
+    "a header-only Parquet file": (writer("h.parquet", {"text": [], "label": []}), {}, r"h.parquet: no rows, only a header"),
+    "a row with an extra field": (writer("x.csv", b"text,label\nok,1\nbad,0,surprise\n"), {},
+                                  r"x.csv: cannot be read as CSV: row 2 has 3 fields, the header has 2"),
+    "a label outside labels=": (writer("l.csv", b"text,label\nok,positive\nhm,maybe\n"),
+                                {"labels": ["negative", "positive"]}, r"l.csv, column 'label', row 2: label 'maybe'"),
+    "a null label": (writer("l.json", [{"text": "ok", "label": "positive"}, {"text": "hm", "label": None}]),
+                     {}, r"l.json, column 'label': label is missing \(null\) in row\(s\) \[2\]"),
+    "a null domain": (writer("d.json", [{"text": "ok", "label": 1, "shop": None}]), {"domain_column": "shop"},
+                      r"d.json: column 'shop' is missing \(null\) in row\(s\) \[1\]"),
+    "a JSON object that is not columns": (writer("o.json", {"text": "just one", "label": 1}), {},
+                                          r"o.json: a JSON object must map each column to a list"),
+    "JSON columns of different lengths": (writer("c.json", {"text": ["a", "b"], "label": [1]}), {},
+                                          r"c.json: the JSON columns have different lengths"),
+    "a non-UTF-8 byte": (writer("u.csv", "text,label\ncaf\u00e9 au lait,1\n".encode("latin-1")), {},
+                         r"u.csv: byte 0xe9 at offset 14 is not valid UTF-8; pass encoding="),
+    "a wrong encoding= name": (writer("w.csv", b"text,label\nok,1\n"), {"encoding": "no-such-codec"},
+                               r"w.csv: unknown encoding 'no-such-codec'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_a_bad_table_gets_an_error_naming_the_culprit(tmp_path, case):
+    from xdlearn import data
+    write, options, message = BAD_TABLES[case]
+    path = write(tmp_path)
+    with pytest.raises(data.DataError, match=message):
+        data.load_table(path, **options)
+
+
+def test_a_trailing_comma_on_every_row_keeps_text_and_labels_in_place(tmp_path):
+    from xdlearn import data
+    path = tmp_path / "trailing.csv"
+    path.write_text("text,label\nwhat a great film,positive,\na dull mess,negative,\n")
+    ds = data.load_table(path, labels=["negative", "positive"])
+    assert list(ds["text"]) == ["what a great film", "a dull mess"] and list(ds["label"]) == [1, 0]
+
+
+def test_a_json_object_of_columns_and_an_explicit_encoding_load(tmp_path):
+    from xdlearn import data
+    (tmp_path / "cols.json").write_text(json.dumps({"text": ["good", "bad"], "label": ["positive", "negative"]}))
+    ds = data.load_table(tmp_path / "cols.json", labels=data.BINARY)
+    assert list(ds["text"]) == ["good", "bad"] and list(ds["label"]) == [1, 0]
+    (tmp_path / "l1.csv").write_bytes("text,label\ncaf\u00e9 au lait,1\n".encode("latin-1"))
+    assert data.load_table(tmp_path / "l1.csv", encoding="latin-1")["text"] == ["caf\u00e9 au lait"]
+
+
+def test_without_labels_a_rare_class_is_reported_as_a_possible_typo(tmp_path):
+    from xdlearn import data
+    rows = [{"text": f"sentence {i}", "label": "positive" if i % 2 else "negative"} for i in range(40)]
+    rows[7]["label"] = "postive"
+    (tmp_path / "typo.json").write_text(json.dumps(rows))
+    with pytest.warns(UserWarning, match=r"typo.json, column 'label': label\(s\) \['postive'\] are rare"):
+        ds = data.load_table(tmp_path / "typo.json")
+    assert ds.features["label"].names == ["negative", "positive", "postive"]
+
+
+# ---- the review layout ------------------------------------------------------------------------------------
+GOOD = b"<review>\n<review_text>\nA fine kettle\n</review_text>\n</review>\n"
+
+
+def review_tree(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    root = tmp_path / "reviews"
+    for name, body in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if body is not None:
+            (root / name).write_bytes(body)
+    return root
+
+
+BAD_REVIEWS = {
+    "a domain without positive.review": ({"books/positive.review": GOOD, "books/negative.review": GOOD,
+                                          "dvd/negative.review": GOOD}, r"dvd/positive.review: missing"),
+    "an empty domain folder": ({"books/positive.review": GOOD, "books/negative.review": GOOD, "toys/x": None},
+                               r"toys/negative.review: missing"),
+    "an empty review file": ({"books/positive.review": GOOD, "books/negative.review": b""},
+                             r"books/negative.review: the file is empty"),
+    "no domain folders": ({"notes.txt": b"hello"}, r"reviews: no domain folders"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REVIEWS))
+def test_a_bad_review_layout_gets_an_error_naming_the_file(tmp_path, case):
+    from xdlearn import data
+    files, message = BAD_REVIEWS[case]
+    with pytest.raises(data.DataError, match=message):
+        data.load_amazon_reviews(review_tree(tmp_path, files))
+
+
+def test_reviews_are_decoded_one_by_one(tmp_path):
+    from xdlearn import data
+    utf8 = "<review><review_text>a na\u00efve \u201cclassic\u201d</review_text></review>\n".encode("utf-8")
+    latin = "<review><review_text>caf\u00e9 quality</review_text></review>\n".encode("latin-1")
+    path = tmp_path / "positive.review"
+    path.write_bytes(utf8 + latin)
+    assert data.parse_review_file(path) == ["a na\u00efve \u201cclassic\u201d", "caf\u00e9 quality"]
+    with pytest.raises(data.DataError, match=r"positive.review: byte 0xe9 at offset \d+ is not valid utf-8"):
+        data.parse_review_file(path, encoding="utf-8")
+    assert data.parse_review_file(tmp_path / "positive.review", encoding="latin-1")[1] == "caf\u00e9 quality"
