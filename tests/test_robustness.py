@@ -293,3 +293,57 @@ def test_reviews_are_decoded_one_by_one(tmp_path):
     with pytest.raises(data.DataError, match=r"positive.review: byte 0xe9 at offset \d+ is not valid utf-8"):
         data.parse_review_file(path, encoding="utf-8")
     assert data.parse_review_file(tmp_path / "positive.review", encoding="latin-1")[1] == "caf\u00e9 quality"
+
+
+# ---- the cached corpus ------------------------------------------------------------------------------------
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-5])
+
+
+def alter(path: Path) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1] + (b"X" if raw[-1:] != b"X" else b"Y"))   # same size, one byte different
+
+
+CACHE_DAMAGE = {"truncated": (truncate, r"bytes, the verified download had"),
+                "emptied": (lambda p: p.write_bytes(b""), r": 0 bytes, the verified download had"),
+                "altered": (alter, r"altered \(its sha256 differs"),
+                "deleted": (Path.unlink, r"GroundTruth.txt: missing"),
+                "manifest lost": (lambda p: (p.parent / "manifest.json").unlink(), "not the published ones")}
+
+
+@pytest.fixture
+def cached_corpus(tmp_path, monkeypatch):
+    """A verified cache of a small archive laid out like the real one; the movies file to damage."""
+    from test_corpus import fake_sdist
+    from xdlearn import corpus
+    sdist = fake_sdist(tmp_path / "fake.tar.gz")
+    monkeypatch.setenv("XDLEARN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDLEARN_VADER_SDIST", str(sdist))
+    monkeypatch.setattr(corpus, "SDIST_SHA256", corpus.sha256_of(sdist))
+    return corpus.corpus_dir() / corpus.DOMAIN_FILES["movies"]
+
+
+@pytest.mark.parametrize("damage", list(CACHE_DAMAGE))
+def test_a_damaged_cache_is_fetched_again(cached_corpus, capsys, damage):
+    from xdlearn import data
+    whole = cached_corpus.read_bytes()
+    spoil, message = CACHE_DAMAGE[damage]
+    spoil(cached_corpus)
+    assert list(data.load_corpus(["movies"])["movies"]["text"]) == ["sentence 2", "another"]
+    assert cached_corpus.read_bytes() == whole
+    assert "the cached corpus was damaged" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", list(CACHE_DAMAGE))
+def test_a_damaged_cache_that_cannot_be_fetched_is_reported(cached_corpus, monkeypatch, damage):
+    from xdlearn import corpus, data
+
+    def offline(dest):
+        raise corpus.CorpusError("Could not download vaderSentiment==3.3.2 with pip")
+    monkeypatch.delenv("XDLEARN_VADER_SDIST")
+    monkeypatch.setattr(corpus, "download_sdist", offline)
+    spoil, message = CACHE_DAMAGE[damage]
+    spoil(cached_corpus)
+    with pytest.raises(corpus.CorpusError, match=rf"the cached corpus is damaged \(.*{message}.*could not be fetched"):
+        data.load_corpus(["movies"])
