@@ -12,7 +12,7 @@ import random
 import re
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -140,11 +140,21 @@ def domain_splits(domains: Sequence[str] | None = None, seed: int = 0, num_class
 
     Near-duplicate sentences stay in one split (see ``split``) unless ``group_duplicates=False``.
     """
-    loaded = load_corpus(domains, num_classes=num_classes)
+    return split_domains(load_corpus(domains, num_classes=num_classes), seed=seed, test_size=test_size,
+                         validation_size=validation_size, max_train=max_train, group_duplicates=group_duplicates)
+
+
+def split_domains(loaded: Mapping[str, Dataset], seed: int = 0, test_size: float | int = 0.2,
+                  validation_size: float | int = 0.1, max_train: int | None = None,
+                  group_duplicates: bool = True) -> dict[str, DatasetDict]:
+    """Split every domain of ``loaded`` (any source) the same way; a domain too small for the sizes is named."""
     out = {}
     for name, ds in loaded.items():
-        parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size,
-                      group_duplicates=group_duplicates)
+        try:
+            parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size,
+                          group_duplicates=group_duplicates)
+        except DataError as err:
+            raise DataError(f"domain {name!r} ({len(ds)} rows): {err}; choose smaller test and validation sizes")
         if max_train is not None:
             parts["train"] = sample_labels(parts["train"], max_train, seed=seed, balanced=False)
         out[name] = parts

@@ -6,12 +6,15 @@ comes from this run and is also written to ``results.json``.
 from __future__ import annotations
 
 import copy
+import json
+import math
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import adapt, data, distill, evaluate, infer, metrics, models, students
+from . import adapt, data, distill, evaluate, infer, metrics, models, sources, students
 from .corpus import DOMAINS
 from .report import write_distill_report, write_report
 from .runtime import peak_memory_mb, release_memory, set_seed, set_threads
@@ -45,24 +48,53 @@ class JobConfig:
     temperature: float = 2.0
     adapt: str = "none"          # also train a source model that uses unlabeled target text: none, mlm or dann
     adapt_epochs: int = 1        # epochs of continued masked-LM pretraining (--adapt mlm)
+    data: list = field(default_factory=list)   # your table files (CSV, TSV, JSON, JSONL, Parquet) instead of the corpus
+    reviews: str = ""            # or a folder of <domain>/{positive,negative}.review files
+    text_column: str = "text"    # columns of --data files
+    label_column: str = "label"
+    domain_column: str = ""      # without it, each --data file is one domain named after the file
+    labels: str = ""             # class names, comma-separated (default: the values found in the label column)
+    encoding: str = ""           # encoding of --data / --reviews files that are not UTF-8
     progress: bool = True
 
-    def check(self) -> None:
-        """Reject settings that cannot work, naming the one at fault."""
-        for name in ("source", "target"):
-            if getattr(self, name) not in DOMAINS:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not a domain; choose from {list(DOMAINS)}")
+    def own_data(self) -> bool:
+        """Whether the domains come from the user's files rather than the built-in corpus."""
+        return bool(self.data or self.reviews)
+
+    def check(self, teacher: str | None = None) -> None:
+        """Reject settings that cannot work, naming the one at fault, before any data is read or model trained."""
+        if not self.own_data():
+            for name in ("source", "target"):
+                if getattr(self, name) not in DOMAINS:
+                    raise ValueError(f"{name}={getattr(self, name)!r} is not a domain; choose from {list(DOMAINS)}")
         if self.source == self.target:
             raise ValueError(f"source and target are both {self.source!r}: pick two different domains")
-        if self.student:
-            if not (self.student in ("narrow", "bilstm", "cnn") or self.student.endswith("-layer")):
-                raise ValueError(f"student={self.student!r}: use 'N-layer', 'narrow', 'bilstm' or 'cnn'")
         if self.adapt not in ADAPT_METHODS:
             raise ValueError(f"adapt={self.adapt!r}: choose from {list(ADAPT_METHODS)}")
-        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "batch_size", "max_tokens",
-                     "transfer_size", "distill_epochs", "adapt_epochs"):
+        for name in ("budget", "train_size", "epochs", "target_epochs", "test_size", "validation_size", "batch_size",
+                     "max_tokens", "transfer_size", "distill_epochs", "adapt_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "temperature"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number above 0, got {value}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be at least 0, got {self.seed}")
+        if self.student:
+            check_student(self.student, teacher or self.model)
+
+
+def check_student(kind: str, teacher: str) -> None:
+    """A student kind that can be built from ``teacher``: an "N-layer" student keeps at most the teacher's layers."""
+    match = students.LAYERS_KIND.fullmatch(kind)
+    if not (kind in students.FRESH_KINDS or match):
+        raise ValueError(f"student={kind!r}: use 'N-layer', 'narrow', 'bilstm' or 'cnn'")
+    if match:
+        from transformers import AutoConfig
+        layers = AutoConfig.from_pretrained(models.resolve_model(teacher)).num_hidden_layers
+        if not 1 <= int(match.group(1)) <= layers:
+            raise ValueError(f"student={kind!r}: the teacher ({teacher}) has {layers} layers; keep 1 to {layers}")
 
 
 def _log(message: str, started: float) -> None:
@@ -72,9 +104,14 @@ def _log(message: str, started: float) -> None:
 
 def _train_fresh(cfg: JobConfig, train_set, epochs: int, eval_data=None):
     """A new pretrained model fine-tuned on ``train_set``; returns (model, tokenizer, history)."""
-    return fine_tune(train_set, cfg.model, labels=data.BINARY, seed=cfg.seed, epochs=epochs,
+    return fine_tune(train_set, cfg.model, labels=class_names(train_set), seed=cfg.seed, epochs=epochs,
                      batch_size=cfg.batch_size, lr=cfg.lr, eval_data=eval_data, progress=cfg.progress,
                      max_tokens=cfg.max_tokens)
+
+
+def class_names(ds) -> list[str]:
+    """The class names of a dataset's labels: the corpus's two, or those of your own data."""
+    return list(ds.features["label"].names)
 
 
 def _accuracies(scores: dict) -> dict:
@@ -84,7 +121,7 @@ def _accuracies(scores: dict) -> dict:
 def measure_gap(cfg: JobConfig, splits: dict, started: float) -> tuple:
     """Train on each source domain (or the source only) and test on all: the transfer matrix."""
     tests = {d: s["test"] for d, s in splits.items()}
-    sources = list(DOMAINS) if cfg.matrix else [cfg.source]
+    sources = list(splits) if cfg.matrix else [cfg.source]
     kept = {}
 
     def train_on(domain):
@@ -128,7 +165,7 @@ def adapt_source(cfg: JobConfig, splits: dict, out: Path, started: float) -> dic
     ``dann``: fine-tune on the source labels with a domain-adversarial loss against the target text.
     """
     pool, source = unlabeled_pool(cfg, splits), splits[cfg.source]["train"]
-    model, tokenizer = models.load_pretrained(cfg.model, labels=data.BINARY, seed=cfg.seed)
+    model, tokenizer = models.load_pretrained(cfg.model, labels=class_names(source), seed=cfg.seed)
     if cfg.adapt == "mlm":
         _log(f"continued masked-LM pretraining on {len(pool)} unlabeled {cfg.target} sentences", started)
         fit(model, pool, adapt.MaskedLM(model, tokenizer, seed=cfg.seed), tokenizer=tokenizer,
@@ -137,7 +174,7 @@ def adapt_source(cfg: JobConfig, splits: dict, out: Path, started: float) -> dic
         encoder = adapt.save_encoder(model, tokenizer, out / "adapted-encoder")
         del model
         _log(f"fine-tuning the adapted encoder on {len(source)} {cfg.source} labels", started)
-        model, tokenizer, _ = fine_tune(source, encoder, labels=data.BINARY, seed=cfg.seed, epochs=cfg.epochs,
+        model, tokenizer, _ = fine_tune(source, encoder, labels=class_names(source), seed=cfg.seed, epochs=cfg.epochs,
                                         batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress,
                                         max_tokens=cfg.max_tokens)
     else:
@@ -214,56 +251,140 @@ def save_student(student, tokenizer, out: Path, folder: str = "student") -> dict
     return {"path": str(path), "size_mb": round(models.disk_size_mb(path), 1)}
 
 
-def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None) -> dict:
-    """Run the whole job and write ``report.md``, figures and ``results.json`` into a fresh folder."""
-    cfg = cfg or JobConfig()
-    cfg.check()
-    out = new_output_dir(out_dir)
-    print(f"xdlearn: writing the report to {out}", flush=True)
-    started = time.perf_counter()
-    set_seed(cfg.seed)
-    set_threads()
-    _log("loading the corpus (fetched and cached on first use)", started)
-    splits = data.domain_splits(seed=cfg.seed, test_size=cfg.test_size,
-                                validation_size=cfg.validation_size, max_train=cfg.train_size)
+def own_domains(cfg: JobConfig, need_source: bool = True) -> dict | None:
+    """The domains of the user's files, loaded and checked before any folder is made (None: the built-in corpus)."""
+    return sources.job_domains(cfg.data, cfg.reviews, cfg.text_column, cfg.label_column, cfg.domain_column,
+                               cfg.labels, cfg.encoding, cfg.source if need_source else None, cfg.target)
+
+
+def job_splits(cfg: JobConfig, own: dict | None, domains: list[str] | None = None, max_train: int | None = None) -> dict:
+    """Train / validation / test of every domain (or of ``domains``), from the user's files or the corpus."""
+    if own is None:
+        return data.domain_splits(domains, seed=cfg.seed, test_size=cfg.test_size,
+                                  validation_size=cfg.validation_size, max_train=max_train)
+    picked = {d: own[d] for d in (domains or own)}
+    return data.split_domains(picked, seed=cfg.seed, test_size=cfg.test_size, validation_size=cfg.validation_size,
+                              max_train=max_train)
+
+
+def save_results(results: dict, out: Path) -> None:
+    """``results.json`` written atomically after every stage: a failure later in the job keeps what was measured."""
+    tmp = out / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out / "results.json")
+
+
+def _report(results: dict, parts: dict, out: Path, started: float) -> None:
+    """Rewrite ``report.md``, its figures and ``results.json`` with every stage finished so far."""
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["peak_memory_mb"] = round(peak_memory_mb(), 1)
+    write_report(results, parts["matrix"], parts["source_history"], parts["target_history"], out)
+    save_results(results, out)
+
+
+def _core_stages(cfg: JobConfig, splits: dict, out: Path, started: float, results: dict) -> dict:
+    """The domain gap, then fine-tuning for the target and serving it; results and report written as each ends."""
     matrix, source_model, tokenizer, source_history = measure_gap(cfg, splits, started)
+    results.update(transfer_matrix={s: {t: round(v, 4) for t, v in row.items()} for s, row in matrix.iterrows()},
+                   source_model=_accuracies({d: {"accuracy": matrix.loc[cfg.source, d]} for d in matrix.columns}),
+                   training={"source_examples_per_second": round(source_history.last["examples_per_second"], 1)})
+    save_results(results, out)
+    results["stage"] = "fine-tuning for the target"
     target = adapt_to_target(cfg, splits, source_model, tokenizer, started)
     _log("saving the adapted model and serving it through transformers.pipeline", started)
     served = save_and_serve(target["model"], tokenizer, out, list(splits[cfg.target]["test"]["text"][:3]))
-    results = {
-        "config": asdict(cfg),
-        "transfer_matrix": {s: {t: round(v, 4) for t, v in row.items()} for s, row in matrix.iterrows()},
-        "source_model": _accuracies({d: {"accuracy": matrix.loc[cfg.source, d]} for d in matrix.columns}),
-        "target": {"source_only": round(matrix.loc[cfg.source, cfg.target], 4),
-                   "in_domain": round(matrix.loc[cfg.target, cfg.target], 4) if cfg.matrix else None,
-                   "target_only": _accuracies(target["target_only"])[cfg.target],
-                   "source_then_target": _accuracies(target["adapted"])[cfg.target]},
-        "forgetting": {"source_accuracy_before": round(matrix.loc[cfg.source, cfg.source], 4),
-                       "source_accuracy_after": _accuracies(target["adapted"])[cfg.source]},
-        "training": {"source_examples_per_second": round(source_history.last["examples_per_second"], 1)},
-        "model": {**models.describe(target["model"]), **served},
-    }
+    results.update(
+        target={"source_only": round(matrix.loc[cfg.source, cfg.target], 4),
+                "in_domain": round(matrix.loc[cfg.target, cfg.target], 4) if cfg.matrix else None,
+                "target_only": _accuracies(target["target_only"])[cfg.target],
+                "source_then_target": _accuracies(target["adapted"])[cfg.target]},
+        forgetting={"source_accuracy_before": round(matrix.loc[cfg.source, cfg.source], 4),
+                    "source_accuracy_after": _accuracies(target["adapted"])[cfg.source]},
+        model={**models.describe(target["model"]), **served})
+    parts = {"matrix": matrix, "source_history": source_history, "target_history": target["history"],
+             "model": target["model"], "tokenizer": tokenizer}
+    return parts
+
+
+def _run_stages(cfg: JobConfig, splits: dict, out: Path, started: float, results: dict) -> None:
+    """Every stage in turn; the report grows after each, so a late failure keeps everything before it."""
+    parts = _core_stages(cfg, splits, out, started, results)
+    _report(results, parts, out, started)
     if cfg.adapt != "none":
+        results["stage"] = f"adaptation ({cfg.adapt})"
         results["adaptation"] = adapt_source(cfg, splits, out, started)
         release_memory()
+        _report(results, parts, out, started)
     if cfg.student:
-        student = distill_to_student(cfg, splits, target["model"], tokenizer, started)
+        results["stage"] = f"distillation ({cfg.student} student)"
+        student = distill_to_student(cfg, splits, parts["model"], parts["tokenizer"], started)
         results["distillation"] = {k: v for k, v in student.items() if k not in ("student", "history")}
-        results["distillation"].update(save_student(student["student"], tokenizer, out))
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    results["peak_memory_mb"] = round(peak_memory_mb(), 1)
-    write_report(results, matrix, source_history, target["history"], out)
+        results["distillation"].update(save_student(student["student"], parts["tokenizer"], out))
+    results["stage"] = "done"
+    _report(results, parts, out, started)
+
+
+def run_main_job(cfg: JobConfig | None = None, out_dir: str | Path | None = None) -> dict:
+    """Run the whole job and write ``report.md``, figures and ``results.json`` into a fresh folder.
+
+    Settings and the user's data are checked before the folder is made; ``results.json`` is written after each
+    stage (with ``stage`` naming the one running), and a failing stage is recorded there before the error is raised.
+    """
+    cfg = cfg or JobConfig()
+    cfg.check()
+    started = time.perf_counter()
+    _log("loading your data" if cfg.own_data() else "loading the corpus (fetched and cached on first use)", started)
+    splits = job_splits(cfg, own_domains(cfg), max_train=cfg.train_size)
+    out = new_output_dir(out_dir)
+    print(f"xdlearn: writing the report to {out}", flush=True)
+    set_seed(cfg.seed)
+    set_threads()
+    results = {"config": asdict(cfg), "domains": {d: {k: len(v) for k, v in p.items()} for d, p in splits.items()},
+               "stage": "transfer matrix"}
+    save_results(results, out)
+    try:
+        _run_stages(cfg, splits, out, started, results)
+    except BaseException as err:  # also KeyboardInterrupt: what was measured stays on disk
+        results["failed"] = {"stage": results["stage"], "error": f"{type(err).__name__}: {err}"}
+        save_results(results, out)
+        raise
     _log(f"done: {out / 'report.md'}", started)
     return results
 
 
+RUN_MARKER = ".xdlearn-run"   # created exclusively in an output folder: the run that made it owns the folder
+
+
+def _claim(folder: Path) -> bool:
+    """Make an empty folder this run's (atomically, so two runs never share one); False if it is not empty."""
+    if any(p.name != RUN_MARKER for p in folder.iterdir()):
+        return False
+    try:
+        os.close(os.open(folder / RUN_MARKER, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def new_output_dir(out_dir: str | Path | None) -> Path:
-    """A new, empty folder for this run: earlier reports are never overwritten."""
+    """A folder for this run alone: ``out_dir`` if empty, else a new ``run-<time>`` folder inside it.
+
+    Earlier reports are never overwritten, and two runs started at once never write into the same folder.
+    """
     base = Path(out_dir) if out_dir else Path("xdlearn-output")
-    if base.exists() and any(base.iterdir()):
-        base = base / datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    base.mkdir(parents=True, exist_ok=False)
-    return base.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    if _claim(base):
+        return base.resolve()
+    stamp = datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        candidate = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        _claim(candidate)
+        return candidate.resolve()
+    raise OSError(f"{base}: no free run-* folder name left for {stamp}")
 
 
 def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = None,
@@ -271,16 +392,15 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
     """``xdlearn distill``: distil a fine-tuned teacher (a saved directory, or one trained here on the
     target budget) into ``cfg.student`` on unlabeled target text; write a report and the student."""
     cfg = cfg or JobConfig()
-    cfg.check()
     if teacher is not None:
         models.resolve_model(teacher)  # a bad path fails before any folder is made
+    cfg.check(teacher=str(teacher) if teacher is not None else None)
+    splits = job_splits(cfg, own_domains(cfg, need_source=False), [cfg.target])
     out = new_output_dir(out_dir)
     print(f"xdlearn: writing the distillation report to {out}", flush=True)
     started = time.perf_counter()
     set_seed(cfg.seed)
     set_threads()
-    splits = data.domain_splits([cfg.target], seed=cfg.seed, test_size=cfg.test_size,
-                                validation_size=cfg.validation_size)
     if teacher is not None:
         _log(f"loading the teacher from {teacher}", started)
         model, tokenizer = models.load_pretrained(teacher)
