@@ -347,3 +347,22 @@ def test_a_damaged_cache_that_cannot_be_fetched_is_reported(cached_corpus, monke
     spoil(cached_corpus)
     with pytest.raises(corpus.CorpusError, match=rf"the cached corpus is damaged \(.*{message}.*could not be fetched"):
         data.load_corpus(["movies"])
+
+
+# ---- damaged model files through the command ---------------------------------------------------------------
+def test_a_damaged_model_file_is_a_clear_error_not_a_traceback(tmp_path, tokenizer, capsys):
+    from xdlearn import cli, models, students
+    teacher = tmp_path / "teacher"
+    make_tiny_model().save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    weights = teacher / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(models.ModelError, match=rf"{teacher}: its weights file is damaged"):
+        models.load_pretrained(teacher)
+    assert cli.main(["distill", "--teacher", str(teacher), "--target", "products", "--student", "bilstm",
+                     "--test-size", "16", "--no-progress", "--out", str(tmp_path / "out")]) == 2
+    assert f"xdlearn: error: {teacher}: its weights file is damaged" in capsys.readouterr().err
+    student = students.save(students.make_student(make_tiny_model(), tokenizer, "cnn"), tokenizer, tmp_path / "cnn")
+    (student / students.WEIGHTS_FILE).write_bytes(b"\x00" * 64)
+    with pytest.raises(models.ModelError, match=rf"{student}: its weights file is damaged"):
+        students.load(student)
