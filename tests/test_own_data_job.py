@@ -9,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from xdlearn import cli, job, models
-from conftest import make_tiny_model, toy_sentences
+from xdlearn import cli, job
+from conftest import toy_sentences
+from resume import KILL_POINTS, comparable, command
 
 SMALL = ["--train-size", "48", "--budget", "16", "--epochs", "1", "--target-epochs", "1", "--test-size", "12",
          "--validation-size", "8", "--transfer-size", "24", "--distill-epochs", "1", "--batch-size", "16",
          "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    """A saved 2-layer BERT with the MiniLM tokenizer: a model directory the job can fine-tune in seconds."""
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    make_tiny_model().save_pretrained(path)
-    models.load_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 def write_shops_csv(path: Path, rows: int = 80) -> Path:
@@ -37,25 +29,37 @@ def write_shops_csv(path: Path, rows: int = 80) -> Path:
     return path
 
 
-def test_the_main_job_runs_on_your_csv_file(tmp_path, tiny_dir, capsys):
-    data_file = write_shops_csv(tmp_path / "shops.csv")
-    out = tmp_path / "report"
+RUN = ["--text-column", "body", "--label-column", "stars", "--domain-column", "shop", "--source", "books",
+       "--target", "kitchen", "--train-size", "48", "--budget", "16", "--epochs", "2", "--target-epochs", "2",
+       "--test-size", "12", "--validation-size", "8", "--transfer-size", "24", "--distill-epochs", "2",
+       "--batch-size", "16", "--student", "2-layer", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory, tiny_dir) -> tuple[list[str], Path]:
+    """One uninterrupted run on a CSV of two shops (into an existing empty folder): its arguments and folder."""
+    root = tmp_path_factory.mktemp("csv-run")
+    args = ["run", "--data", str(write_shops_csv(root / "shops.csv")), "--model", tiny_dir, *RUN]
+    out = root / "report"
     out.mkdir()  # an existing empty folder is used as it is
-    code = cli.main(["run", "--data", str(data_file), "--text-column", "body", "--label-column", "stars",
-                     "--domain-column", "shop", "--source", "books", "--target", "kitchen", "--model", tiny_dir,
-                     "--student", "2-layer", *SMALL, "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
+    assert cli.main([*args, "--out", str(out)]) == 0
+    return args, out
+
+
+def test_the_main_job_runs_on_your_csv_file(csv_run):
+    args, out = csv_run
     results = json.loads((out / "results.json").read_text())
     assert list(results["transfer_matrix"]) == ["books", "kitchen"]
     assert list(results["transfer_matrix"]["books"]) == ["books", "kitchen"]
     assert results["domains"]["books"] == {"test": 12, "validation": 8, "train": 48} and results["stage"] == "done"
     assert set(results["target"]) == {"source_only", "in_domain", "target_only", "source_then_target"}
-    assert results["config"]["data"] == [str(data_file)]
+    assert results["config"]["data"] == [args[2]] and results["config"]["domain_column"] == "shop"
     assert {e["label"] for e in results["model"]["examples"]} <= {"neg", "pos"}  # the data's class names
     report = (out / "report.md").read_text()
     assert "# xdlearn report: books -> kitchen" in report and "## 4. A small student" in report
     assert f"{100 * results['target']['source_only']:.1f}%" in report
     assert results["distillation"]["kind"] == "2-layer" and Path(results["distillation"]["path"]).is_dir()
+    assert not (out / job.STATE).exists()  # the checkpoints of a finished run are gone
 
 
 def write_review_folder(root: Path, reviews: int = 40) -> Path:
@@ -139,3 +143,20 @@ def test_output_folders_are_used_when_empty_and_never_shared(tmp_path):
     taken = [job.new_output_dir(empty) for _ in range(3)]  # the same second: three different folders
     assert len(set(taken)) == 3 and all(p.parent == empty.resolve() for p in taken)
     assert job.new_output_dir(tmp_path / "new" / "deep") == (tmp_path / "new" / "deep").resolve()
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_killed_run_resumes_to_the_same_numbers(csv_run, tmp_path, capsys, point):
+    args, whole = csv_run
+    out = tmp_path / "killed"
+    code, printed = command(*args, "--out", str(out), kill_when=lambda text: KILL_POINTS[point](out, text))
+    assert code == -9, printed[-3000:]  # SIGKILL: killed, not finished
+    assert json.loads((out / "results.json").read_text())["stage"] != "done"
+    assert cli.main(["run", "--resume", str(out)]) == 0
+    assert f"resuming the run in {out.resolve()}" in capsys.readouterr().out
+    resumed = json.loads((out / "results.json").read_text())
+    assert comparable(resumed) == comparable(json.loads((whole / "results.json").read_text()))
+    assert resumed["stage"] == "done" and not (out / job.STATE).exists()
+    assert (out / "report.md").exists() and (out / "student" / "config.json").exists()
+    assert cli.main(["run", "--resume", str(out)]) == 2
+    assert "already finished" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     xdlearn run --source products --target movies --budget 64 --out my-report
     xdlearn run --data reviews.csv --text-column body --label-column stars --domain-column shop \
                 --source books --target kitchen          # your own data (or --reviews DIR)
+    xdlearn run --resume my-report   # continue a run that was killed or failed, where it stopped
     xdlearn distill --teacher xdlearn-output/model --student bilstm   # distil a saved model
     xdlearn fetch                # download and verify the default corpus, print where it is cached
 """
@@ -62,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xdlearn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
-    _add_job_options(sub.add_parser("run", help="the main job (default)"))
+    run_parser = sub.add_parser("run", help="the main job (default)")
+    _add_job_options(run_parser)
+    run_parser.add_argument("--resume", metavar="OUT", default=None,
+                            help="continue the run in folder OUT (killed or failed) with its saved settings")
     distill_parser = sub.add_parser("distill", help="distil a fine-tuned teacher into a small student")
     _add_job_options(distill_parser)
     distill_parser.add_argument("--teacher", default=None,
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "distill":
             run_distill_job(cfg, args.teacher, args.out)
         else:
-            run_main_job(cfg, args.out)
+            run_main_job(cfg, args.out, resume=args.resume)
         return 0
     except (ValueError, RuntimeError, OSError, SafetensorError) as err:
         print(f"xdlearn: error: {err}", file=sys.stderr)

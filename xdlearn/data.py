@@ -6,6 +6,7 @@ so the same label id means the same class in every domain and every source.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import math
 import random
@@ -339,8 +340,11 @@ def tokenize(ds: Dataset, tokenizer, max_length: int = 128) -> Dataset:
     """Add ``input_ids`` / ``attention_mask`` without padding: padding happens per batch, later."""
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
+    # datasets would fingerprint the map by pickling the whole tokenizer (about a second a call); name it instead
+    fingerprint = hashlib.sha256(repr((ds._fingerprint, type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""),
+                                       len(tokenizer), max_length)).encode()).hexdigest()[:32]
     with quiet_datasets():
-        return ds.map(encode, batched=True, load_from_cache_file=False,
+        return ds.map(encode, batched=True, load_from_cache_file=False, new_fingerprint=fingerprint,
                       remove_columns=[c for c in ("input_ids", "attention_mask", "token_type_ids")
                                       if c in ds.column_names])
 
