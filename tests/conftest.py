@@ -51,3 +51,12 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def toy():
     return {"train": toy_sentences(256, seed=1), "test": toy_sentences(128, seed=2)}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """A saved tiny BERT with the MiniLM tokenizer: a model directory the main job fine-tunes in seconds."""
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    make_tiny_model().save_pretrained(path)
+    models.load_tokenizer().save_pretrained(path)
+    return str(path)

@@ -64,7 +64,7 @@ def test_extracts_once_then_reads_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus, "SDIST_SHA256", corpus.sha256_of(sdist))
     root = corpus.corpus_dir()
     assert root == tmp_path / "cache" / "hutto2014"
-    assert sorted(p.name for p in root.iterdir()) == sorted(corpus.DOMAIN_FILES.values())
+    assert sorted(p.name for p in root.iterdir()) == sorted([*corpus.DOMAIN_FILES.values(), corpus.MANIFEST])
     sdist.unlink()  # a second call must not need the archive any more
     assert corpus.corpus_dir() == root
     ds = data.load_corpus(["movies"])["movies"]

@@ -168,6 +168,9 @@ def test_amazon_reviews_errors_name_the_file(tmp_path):
     (tmp_path / "kitchen").mkdir()
     (tmp_path / "kitchen" / "positive.review").write_text("not a review file at all")
     (tmp_path / "kitchen" / "negative.review").write_text("")
+    with pytest.raises(data.DataError, match=r"kitchen/negative.review: the file is empty"):
+        data.load_amazon_reviews(tmp_path)  # an empty class is an error, not a domain of positives only
+    (tmp_path / "kitchen" / "negative.review").write_bytes(REVIEWS["negative"])
     with pytest.raises(data.DataError, match=r"positive.review: no <review>"):
         data.load_amazon_reviews(tmp_path)
     with pytest.raises(data.DataError, match=r"electronics/negative.review: missing"):

@@ -7,6 +7,9 @@ import pytest
 
 from xdlearn import cli, data, evaluate, models, students, train
 
+CLEARLY_POSITIVE = "I love it, what a wonderful, brilliant and delightful experience"
+CLEARLY_NEGATIVE = "I hate it, what a terrible, awful and miserable waste of money"
+
 
 @pytest.mark.slow
 def test_fine_tuned_minilm_beats_chance_on_a_held_out_target_domain():
@@ -33,13 +36,18 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert set(results["target"]) == {"source_only", "in_domain", "target_only", "source_then_target"}
-    assert 0 <= results["target"]["source_then_target"] <= 1
+    # the saved model, scored afresh on the same test split, gives the number the report quotes
+    served_model, served_tokenizer = models.load_pretrained(out / "model")
+    tweets_test = data.domain_splits(["tweets"], seed=0, test_size=40, validation_size=20)["tweets"]["test"]
+    rescored = evaluate.evaluate(served_model, tweets_test, served_tokenizer)["accuracy"]
+    assert results["target"]["source_then_target"] == pytest.approx(rescored, abs=1e-4)
     assert list(results["transfer_matrix"]) == ["products"]
     report = (out / "report.md").read_text()
     assert "transfer_matrix.png" in report and (out / "transfer_matrix.png").stat().st_size > 1000
     assert f"{100 * results['target']['source_only']:.1f}%" in report
     classify = pipeline("text-classification", model=str(out / "model"), device=-1)
-    assert classify("what a lovely day")[0]["label"] in ("negative", "positive")
+    assert classify(CLEARLY_POSITIVE)[0]["label"] == "positive"
+    assert classify(CLEARLY_NEGATIVE)[0]["label"] == "negative"
     distilled = results["distillation"]
     assert distilled["parameters"]["student"] < distilled["parameters"]["teacher"]
     assert distilled["retained"] == pytest.approx(distilled["accuracy"]["student"] / distilled["accuracy"]["teacher"],
@@ -49,7 +57,10 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     assert distilled["transfer_sentences"] == 96
     assert "labelled 96 unlabeled tweets sentences (all there were of the 500 asked for)" in report
     student = pipeline("text-classification", model=distilled["path"], device=-1)
-    assert student("what a lovely day")[0]["label"] in ("negative", "positive")
+    loaded, loaded_tokenizer = students.load(distilled["path"])
+    for sentence in (CLEARLY_POSITIVE, CLEARLY_NEGATIVE):  # served from disk as the student in memory classifies
+        logits = loaded(**loaded_tokenizer(sentence, return_tensors="pt")).logits[0]
+        assert student(sentence)[0]["label"] == data.BINARY[int(logits.argmax())]
     # a second run never overwrites the first
     assert cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "16",
                      "--budget", "8", "--epochs", "1", "--target-epochs", "1", "--test-size", "8",
@@ -71,6 +82,7 @@ def test_the_distill_command_turns_a_saved_teacher_into_a_bilstm(tmp_path):
     assert results["kind"] == "bilstm" and results["teacher"] == str(tmp_path / "teacher")
     assert results["parameters"]["student"] < results["parameters"]["teacher"]
     speeds = results["examples_per_second"]  # speed itself is a benchmark's business, not a test's
+    assert speeds["student"] > 0 and speeds["teacher"] > 0
     assert results["speedup"] == pytest.approx(speeds["student"] / speeds["teacher"], rel=0.02)
     assert "bilstm student, distilled" in (out / "report.md").read_text()
     student, _ = students.load(results["path"])  # saved as safetensors + config.json, like every kind
@@ -88,6 +100,14 @@ def test_bad_options_exit_with_a_clear_message(capsys):
     assert "budget must be at least 1" in capsys.readouterr().err
     assert cli.main(["run", "--max-tokens", "0"]) == 2
     assert "max_tokens must be at least 1" in capsys.readouterr().err
+    assert cli.main(["run", "--lr", "-1"]) == 2
+    assert "lr must be a finite number above 0, got -1.0" in capsys.readouterr().err
+    assert cli.main(["run", "--temperature", "0"]) == 2
+    assert "temperature must be a finite number above 0, got 0.0" in capsys.readouterr().err
+    assert cli.main(["run", "--validation-size", "0"]) == 2
+    assert "validation_size must be at least 1" in capsys.readouterr().err
+    assert cli.main(["run", "--student", "9-layer"]) == 2  # refused before training, not after it
+    assert "student='9-layer': the teacher (minilm) has 6 layers; keep 1 to 6" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse refuses a method it does not know
         cli.main(["run", "--adapt", "pseudo-labels"])
     assert exit_info.value.code == 2

@@ -2,6 +2,9 @@
 
     xdlearn                      # = xdlearn run: domain gap + fine-tuning for the target, with a report
     xdlearn run --source products --target movies --budget 64 --out my-report
+    xdlearn run --data reviews.csv --text-column body --label-column stars --domain-column shop \
+                --source books --target kitchen          # your own data (or --reviews DIR)
+    xdlearn run --resume my-report   # continue a run that was killed or failed, where it stopped
     xdlearn distill --teacher xdlearn-output/model --student bilstm   # distil a saved model
     xdlearn fetch                # download and verify the default corpus, print where it is cached
 """
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
+
+from safetensors import SafetensorError
 
 from .job import JobConfig
 
@@ -29,14 +34,24 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
              "adapt": "also train a source model that uses the unlabeled target text: mlm (continued masked-LM "
                       "pretraining, then the source labels) or dann (domain-adversarial training on the source "
                       "labels, --epochs); none skips it",
-             "adapt_epochs": "epochs of continued masked-LM pretraining (--adapt mlm)"}
+             "adapt_epochs": "epochs of continued masked-LM pretraining (--adapt mlm)",
+             "data": "your own data instead of the built-in corpus: CSV, TSV, JSON, JSONL or Parquet file(s)",
+             "reviews": "your own data: a folder of <domain>/positive.review and negative.review files",
+             "text_column": "--data column holding the text", "label_column": "--data column holding the label",
+             "domain_column": "--data column naming each row's domain; none: one domain per file, named after it",
+             "labels": "class names, comma-separated, in id order; none: the values found",
+             "encoding": "encoding of --data / --reviews files that are not UTF-8 (e.g. latin-1)"}
     choices = {"adapt": ["none", "mlm", "dann"]}
     for f in fields(JobConfig):
         if f.name in ("matrix", "progress"):
             continue
         value = getattr(defaults, f.name)
+        if isinstance(value, list):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", nargs="+", default=value, metavar="FILE",
+                                help=helps.get(f.name, f.name))
+            continue
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
-                            choices=choices.get(f.name), help=f"{helps.get(f.name, f.name)} (default: {value})")
+                            choices=choices.get(f.name), help=f"{helps.get(f.name, f.name)} (default: {value if value != '' else 'none'})")
     parser.add_argument("--source-only", action="store_true",
                         help="train on the source domain only instead of the full transfer matrix")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -48,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xdlearn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
-    _add_job_options(sub.add_parser("run", help="the main job (default)"))
+    run_parser = sub.add_parser("run", help="the main job (default)")
+    _add_job_options(run_parser)
+    run_parser.add_argument("--resume", metavar="OUT", default=None,
+                            help="continue the run in folder OUT (killed or failed) with its saved settings")
     distill_parser = sub.add_parser("distill", help="distil a fine-tuned teacher into a small student")
     _add_job_options(distill_parser)
     distill_parser.add_argument("--teacher", default=None,
@@ -75,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "distill":
             run_distill_job(cfg, args.teacher, args.out)
         else:
-            run_main_job(cfg, args.out)
+            run_main_job(cfg, args.out, resume=args.resume)
         return 0
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError, OSError, SafetensorError) as err:
         print(f"xdlearn: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,13 +2,16 @@
 
 The sentences ship inside the PyPI *source* distribution of ``vaderSentiment==3.3.2``. We fetch that
 file once with pip (the only network this project may use), check its sha256, unpack the four
-ground-truth files into a cache directory and parse them from there on every later call.
+ground-truth files into a cache directory with a manifest of their sizes and hashes, and parse them from
+there on every later call, after checking them against the manifest: a truncated, emptied or altered cache
+is fetched again, or reported when that is not possible.
 """
 from __future__ import annotations
 
 import hashlib
 import html
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +33,14 @@ DOMAIN_FILES = {
     "products": "amazonReviewSnippets_GroundTruth.txt",
 }
 DOMAINS = tuple(DOMAIN_FILES)
+MANIFEST = "manifest.json"   # sizes and sha256 of the extracted files, written after a verified fetch
+#: the published ground-truth files (inside the verified sdist): a cache older than the manifest is checked against them
+PUBLISHED = {
+    "amazonReviewSnippets_GroundTruth.txt": (373157, "11a9807a0974a2506a2d3b4851eaf69b3d6d20688ce4923adda2312a4f6dd6c2"),
+    "movieReviewSnippets_GroundTruth.txt": (1383098, "c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350"),
+    "nytEditorialSnippets_GroundTruth.txt": (607629, "7d8fbcce7dde5d716da53e78f4ef4be6b706e9ef1e1d51887e6d0ad4b69cc27e"),
+    "tweets_GroundTruth.txt": (389886, "dfbe7102e2f92579ed8b19df9a3822491880697c67adf712fb66e520cc05102f"),
+}
 
 
 class CorpusError(RuntimeError):
@@ -87,6 +98,7 @@ def extract_domains(sdist: Path, target: Path) -> None:
         missing = [f for f in DOMAIN_FILES.values() if not (staging / f).exists()]
         if missing:
             raise CorpusError(f"{sdist}: inner archive lacks {missing}")
+        (staging / MANIFEST).write_text(json.dumps(describe(staging), indent=1))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a half-written cache is never visible
@@ -94,17 +106,69 @@ def extract_domains(sdist: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def corpus_dir(refresh: bool = False) -> Path:
-    """Return the directory holding the four ground-truth files, fetching them on first use."""
-    target = cache_dir() / "hutto2014"
-    if not refresh and all((target / f).exists() for f in DOMAIN_FILES.values()):
-        return target
+def describe(folder: Path) -> dict:
+    """Size and sha256 of each ground-truth file in ``folder``: what the manifest records and a load compares."""
+    return {name: {"size": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
+            for name in DOMAIN_FILES.values() if (folder / name).exists()}
+
+
+def cache_problem(folder: Path) -> str | None:
+    """What is wrong with a cached corpus (missing, truncated, emptied, altered), or None if it is whole."""
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text())
+        recorded = {k: v for k, v in recorded.items() if isinstance(v, dict) and {"size", "sha256"} <= set(v)}
+    except FileNotFoundError:
+        return _adopt_published(folder)
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return f"{folder / MANIFEST}: damaged"
+    found = describe(folder)
+    for name in DOMAIN_FILES.values():
+        want, got = recorded.get(name), found.get(name)
+        if got is None:
+            return f"{folder / name}: missing"
+        if want is None or got["size"] != want["size"]:
+            return f"{folder / name}: {got['size']} bytes, the verified download had {want and want['size']}"
+        if got["sha256"] != want["sha256"]:
+            return f"{folder / name}: altered (its sha256 differs from the verified download's)"
+    return None
+
+
+def _adopt_published(folder: Path) -> str | None:
+    """A cache written before manifests: if its files are the published ones, record them; else say what is wrong."""
+    found = describe(folder)
+    published = {name: {"size": size, "sha256": digest} for name, (size, digest) in PUBLISHED.items()}
+    if found != published:
+        return f"{folder / MANIFEST}: missing, and the cached files are not the published ones"
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(found, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+    return None
+
+
+def fetch(target: Path) -> None:
+    """Fetch the sdist (or use $XDLEARN_VADER_SDIST), verify it and extract the corpus into ``target``."""
     local = os.environ.get("XDLEARN_VADER_SDIST")
     if local:
         extract_domains(Path(local).expanduser(), target)
-        return target
+        return
     with tempfile.TemporaryDirectory() as tmp:
         extract_domains(download_sdist(Path(tmp)), target)
+
+
+def corpus_dir(refresh: bool = False) -> Path:
+    """The directory holding the four ground-truth files, verified; fetched on first use or when damaged."""
+    target = cache_dir() / "hutto2014"
+    problem = None if refresh or not target.exists() else cache_problem(target)
+    if target.exists() and not refresh and problem is None:
+        return target
+    try:
+        fetch(target)
+    except (CorpusError, OSError) as err:
+        if problem is None:
+            raise
+        raise CorpusError(f"the cached corpus is damaged ({problem}) and could not be fetched again: {err}") from None
+    if problem is not None:
+        print(f"xdlearn: the cached corpus was damaged ({problem}); fetched and verified it again", file=sys.stderr)
     return target
 
 

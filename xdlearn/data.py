@@ -6,12 +6,14 @@ so the same label id means the same class in every domain and every source.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import math
 import random
 import re
+import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -22,13 +24,10 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from torch.utils.data import DataLoader, Sampler
 
 from . import corpus
+from .files import READERS, DataError, read_columns, review_blocks
 
 BINARY = ("negative", "positive")
 THREE_CLASS = ("negative", "neutral", "positive")
-
-
-class DataError(ValueError):
-    """Input data is unusable; the message names the file, column or value at fault."""
 
 
 def features(labels: Sequence[str]) -> Features:
@@ -142,11 +141,21 @@ def domain_splits(domains: Sequence[str] | None = None, seed: int = 0, num_class
 
     Near-duplicate sentences stay in one split (see ``split``) unless ``group_duplicates=False``.
     """
-    loaded = load_corpus(domains, num_classes=num_classes)
+    return split_domains(load_corpus(domains, num_classes=num_classes), seed=seed, test_size=test_size,
+                         validation_size=validation_size, max_train=max_train, group_duplicates=group_duplicates)
+
+
+def split_domains(loaded: Mapping[str, Dataset], seed: int = 0, test_size: float | int = 0.2,
+                  validation_size: float | int = 0.1, max_train: int | None = None,
+                  group_duplicates: bool = True) -> dict[str, DatasetDict]:
+    """Split every domain of ``loaded`` (any source) the same way; a domain too small for the sizes is named."""
     out = {}
     for name, ds in loaded.items():
-        parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size,
-                      group_duplicates=group_duplicates)
+        try:
+            parts = split(ds, seed=seed, test_size=test_size, validation_size=validation_size,
+                          group_duplicates=group_duplicates)
+        except DataError as err:
+            raise DataError(f"domain {name!r} ({len(ds)} rows): {err}; choose smaller test and validation sizes")
         if max_train is not None:
             parts["train"] = sample_labels(parts["train"], max_train, seed=seed, balanced=False)
         out[name] = parts
@@ -156,31 +165,60 @@ def domain_splits(domains: Sequence[str] | None = None, seed: int = 0, num_class
 # ---------------------------------------------------------------------------------------------
 # Your own data: tables, hub datasets, the Amazon multi-domain review layout
 # ---------------------------------------------------------------------------------------------
-_READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl",
-            ".parquet": "parquet", ".pq": "parquet"}
+RARE_SHARE = 0.02      # without labels=, a class this rare (or a single row) is worth a warning: a typo?
+RARE_CHECK_ROWS = 20   # ...in a table of at least this many rows
 
 
-def _read_frame(path: Path, fmt: str):
-    """Read a table with pandas, turning parser failures into errors that name the file."""
-    import pandas as pd
-    try:
-        if fmt in ("csv", "tsv"):
-            return pd.read_csv(path, sep="," if fmt == "csv" else "\t", dtype=str,
-                               keep_default_na=False, on_bad_lines="error")
-        if fmt in ("json", "jsonl"):
-            lines = fmt == "jsonl" or path.read_text(encoding="utf-8").lstrip()[:1] != "["
-            return pd.read_json(path, lines=lines, dtype=False)
-        return pd.read_parquet(path)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
-        raise DataError(f"{path}: cannot be read as {fmt.upper()}: {err}") from None
+def _is_null(value) -> bool:
+    """None, NaN or a pandas/NumPy missing value: what a reader gives for an empty cell."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _nulls(values: list) -> list[int]:
+    """1-based rows whose value is missing."""
+    return [row for row, v in enumerate(values, start=1) if _is_null(v)]
+
+
+def _check_texts(values: list, where: str) -> list[str]:
+    """Texts as strings: a null, a non-string or an empty text is an error naming its rows (never the text 'nan')."""
+    missing = _nulls(values)
+    if missing:
+        raise DataError(f"{where} is missing (null) in row(s) {missing[:10]}")
+    for row, value in enumerate(values, start=1):
+        if not isinstance(value, str):
+            raise DataError(f"{where}, row {row}: {value!r} is a {type(value).__name__}, not text")
+    empty = [row for row, t in enumerate(values, start=1) if not t.strip()]
+    if empty:
+        raise DataError(f"{where} is empty in row(s) {empty[:10]}")
+    return values
+
+
+def _label_text(value) -> str:
+    """A label value as text: ``1.0`` (a float column) reads as ``1``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _inferred_labels(as_text: list[str], where: str) -> list[str]:
+    """Classes found in the data, numbers in numeric order, with a warning for one so rare it may be a typo."""
+    counts = {name: as_text.count(name) for name in set(as_text)}
+    rare = sorted(n for n, c in counts.items() if c < max(2, RARE_SHARE * len(as_text)))
+    if rare and len(counts) > 1 and len(as_text) >= RARE_CHECK_ROWS:
+        warnings.warn(f"{where}: label(s) {rare} are rare ({ {n: counts[n] for n in rare} } of {len(as_text)} rows); "
+                      f"classes found: {dict(sorted(counts.items()))}. If one is a typo, fix it or pass labels=.",
+                      stacklevel=3)
+    digit = lambda s: s.lstrip("-").isdigit()  # noqa: E731
+    return sorted(counts, key=lambda s: (not digit(s), int(s) if digit(s) else 0, s))
 
 
 def _label_ids(values: list, labels: list[str] | None, where: str) -> tuple[list[int], list[str]]:
-    """Turn raw label values (names or ids) into ids of ``labels``, naming the first unknown value."""
-    as_text = [str(v).strip() for v in values]
-    if labels is None:
-        labels = sorted(set(as_text), key=lambda s: (not s.lstrip("-").isdigit(),
-                                                     int(s) if s.lstrip("-").isdigit() else 0, s))
+    """Turn raw label values (names or ids) into ids of ``labels``, naming the first unknown or missing value."""
+    missing = _nulls(values)
+    if missing:
+        raise DataError(f"{where}: label is missing (null) in row(s) {missing[:10]}")
+    as_text = [_label_text(v) for v in values]
+    labels = list(labels) if labels is not None else _inferred_labels(as_text, where)
     index = {name: i for i, name in enumerate(labels)}
     ids = []
     for row, value in enumerate(as_text):
@@ -195,28 +233,28 @@ def _label_ids(values: list, labels: list[str] | None, where: str) -> tuple[list
 
 def load_table(path: str | Path, text_column: str = "text", label_column: str = "label",
                domain_column: str | None = None, labels: Sequence[str] | None = None,
-               domain: str | None = None, format: str | None = None) -> Dataset:
-    """Load your CSV / TSV / JSON(L) / Parquet file into the common schema, checking every row."""
+               domain: str | None = None, format: str | None = None, encoding: str | None = None) -> Dataset:
+    """Load your CSV / TSV / JSON(L) / Parquet file into the common schema, checking every row.
+
+    ``encoding`` reads a text file that is not UTF-8; without ``labels`` the classes are the values found.
+    """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise DataError(f"{path}: no such file")
-    fmt = format or _READERS.get(path.suffix.lower())
+    fmt = format or READERS.get(path.suffix.lower())
     if fmt is None:
-        raise DataError(f"{path}: unknown format {path.suffix!r}; pass format= one of "
-                        f"{sorted(set(_READERS.values()))}")
-    frame = _read_frame(path, fmt)
+        raise DataError(f"{path}: unknown format {path.suffix!r}; pass format= one of {sorted(set(READERS.values()))}")
+    columns = read_columns(path, fmt, encoding)
     wanted = [c for c in (text_column, label_column, domain_column) if c]
-    missing = [c for c in wanted if c not in frame.columns]
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(frame.columns)}")
-    texts = ["" if v is None else str(v) for v in frame[text_column].tolist()]
-    empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
-    if empty:
-        raise DataError(f"{path}: column {text_column!r} is empty in row(s) {empty[:10]}")
-    ids, names = _label_ids(frame[label_column].tolist(), list(labels) if labels else None,
+        raise DataError(f"{path}: missing column(s) {missing}; the file has {list(columns)}")
+    texts = _check_texts(columns[text_column], f"{path}: column {text_column!r}")
+    ids, names = _label_ids(columns[label_column], list(labels) if labels else None,
                             f"{path}, column {label_column!r}")
-    domains = ([str(v) for v in frame[domain_column].tolist()] if domain_column
-               else [domain or path.stem] * len(texts))
+    if domain_column:
+        _check_texts([v if _is_null(v) else str(v) for v in columns[domain_column]], f"{path}: column {domain_column!r}")
+    domains = ([str(v) for v in columns[domain_column]] if domain_column else [domain or path.stem] * len(texts))
     return Dataset.from_dict({"text": texts, "label": ids, "domain": domains}, features=features(names))
 
 
@@ -235,11 +273,9 @@ def load_hub(name: str, split: str = "train", text_column: str = "text", label_c
     names = feature.names if isinstance(feature, ClassLabel) else None
     values = [names[v] for v in raw[label_column]] if names else list(raw[label_column])
     ids, names = _label_ids(values, names, f"hub dataset {name!r}, column {label_column!r}")
-    return Dataset.from_dict({"text": list(raw[text_column]), "label": ids,
+    texts = _check_texts(list(raw[text_column]), f"hub dataset {name!r}: column {text_column!r}")
+    return Dataset.from_dict({"text": texts, "label": ids,
                               "domain": [domain or name] * len(ids)}, features=features(names))
-
-
-_REVIEW = re.compile(r"<review>(.*?)</review>", re.S)
 
 
 def _field(block: str, tag: str) -> str:
@@ -248,42 +284,48 @@ def _field(block: str, tag: str) -> str:
     return html.unescape(match.group(1).strip()) if match else ""
 
 
-def parse_review_file(path: str | Path, include_title: bool = False) -> list[str]:
-    """Read one ``positive.review`` / ``negative.review`` file of the Blitzer et al. (2007) layout."""
+def parse_review_file(path: str | Path, include_title: bool = False, encoding: str | None = None) -> list[str]:
+    """Read one ``positive.review`` / ``negative.review`` file of the Blitzer et al. (2007) layout.
+
+    Each review is decoded on its own (UTF-8, else Windows-1252) unless ``encoding`` names the file's encoding.
+    A file without reviews is an error: a class silently missing would make every score meaningless.
+    """
     path = Path(path)
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # the published files mix encodings
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; each domain needs reviews in both classes")
     reviews = []
-    for block in _REVIEW.findall(text):
+    for block in review_blocks(raw, path, encoding):
         body = _field(block, "review_text")
         title = _field(block, "title")
         body = f"{title}. {body}" if include_title and title else body
         if body:
             reviews.append(" ".join(body.split()))
-    if not reviews and text.strip():
+    if not reviews:
         raise DataError(f"{path}: no <review>...<review_text> blocks found; is this a .review file?")
     return reviews
 
 
 def load_amazon_reviews(root: str | Path, domains: Sequence[str] | None = None,
-                        include_title: bool = False) -> DatasetDict:
-    """Load ``<root>/<domain>/{positive,negative}.review`` into one binary-labelled Dataset per domain."""
+                        include_title: bool = False, encoding: str | None = None) -> DatasetDict:
+    """Load ``<root>/<domain>/{positive,negative}.review`` into one binary-labelled Dataset per domain.
+
+    Every sub-folder is a domain and must hold both files: a folder missing one is an error, never skipped.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a directory of <domain>/positive.review files")
-    found = sorted(p.name for p in root.iterdir() if (p / "positive.review").exists())
-    domains = list(domains or found)
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found and not domains:
+        raise DataError(f"{root}: no domain folders; expected <domain>/positive.review and <domain>/negative.review")
     out = {}
-    for domain in domains:
+    for domain in list(domains or found):
         texts, ids = [], []
         for label_id, name in enumerate(BINARY):
             path = root / domain / f"{name}.review"
-            if not path.exists():
+            if not path.is_file():
                 raise DataError(f"{path}: missing; each domain needs positive.review and negative.review")
-            reviews = parse_review_file(path, include_title)
+            reviews = parse_review_file(path, include_title, encoding)
             texts += reviews
             ids += [label_id] * len(reviews)
         out[domain] = Dataset.from_dict({"text": texts, "label": ids, "domain": [domain] * len(ids)},
@@ -298,8 +340,11 @@ def tokenize(ds: Dataset, tokenizer, max_length: int = 128) -> Dataset:
     """Add ``input_ids`` / ``attention_mask`` without padding: padding happens per batch, later."""
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=max_length)
+    # datasets would fingerprint the map by pickling the whole tokenizer (about a second a call); name it instead
+    fingerprint = hashlib.sha256(repr((ds._fingerprint, type(tokenizer).__name__, getattr(tokenizer, "name_or_path", ""),
+                                       len(tokenizer), max_length)).encode()).hexdigest()[:32]
     with quiet_datasets():
-        return ds.map(encode, batched=True, load_from_cache_file=False,
+        return ds.map(encode, batched=True, load_from_cache_file=False, new_fingerprint=fingerprint,
                       remove_columns=[c for c in ("input_ids", "attention_mask", "token_type_ids")
                                       if c in ds.column_names])
 

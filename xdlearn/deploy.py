@@ -27,7 +27,7 @@ from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_
 
 from . import evaluate, students
 from .data import tokenize
-from .models import ModelError, disk_size_mb, quiet_transformers
+from .models import ModelError, disk_size_mb, quiet_transformers, readable_weights
 
 FORMAT = "xdlearn-int8-dynamic"      # the marker load checks: this folder holds an int8 model written by save
 FORMAT_VERSION = 1
@@ -284,7 +284,8 @@ def load(directory: str | os.PathLike) -> tuple[nn.Module, object]:
     manifest = _manifest(path)
     model = quantize(_float_architecture(path))
     modules = quantized_modules(model)
-    tensors = load_file(str(path / WEIGHTS_FILE))
+    with readable_weights(path):
+        tensors = load_file(str(path / WEIGHTS_FILE))
     with _quantization_deprecations_silenced():
         _restore_quantized(path, manifest[MODULES_KEY], modules, tensors)
     _restore_float(path, model, modules, tensors)

@@ -85,6 +85,16 @@ def quiet_transformers():
         hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def readable_weights(path):
+    """Turn a damaged safetensors file into a ModelError naming the model directory, not a bare deserializer error."""
+    from safetensors import SafetensorError
+    try:
+        yield
+    except SafetensorError as err:
+        raise ModelError(f"{path}: its weights file is damaged ({err}); save or copy the model again") from None
+
+
 def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     """The tokenizer that belongs to a model name or directory."""
     from transformers import AutoTokenizer
@@ -113,7 +123,8 @@ def load_pretrained(name_or_path: str | os.PathLike | None = None, num_labels: i
     with quiet_transformers(), torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)  # inside fork_rng: the caller's RNG state is left as it was
-        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+        with readable_weights(source):
+            model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     return model, load_tokenizer(source)
 
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ModelError, quiet_transformers
+from .models import ModelError, quiet_transformers, readable_weights
 from .strategies import encoder_layers
 
 FEED_FORWARD_FACTOR = 4   # BERT's feed-forward layer is 4x as wide as its hidden states
@@ -373,9 +373,11 @@ def load(directory: str | os.PathLike) -> tuple[nn.Module, object]:
     path = Path(directory)
     config = _saved_config(path)
     if KIND_KEY in config:
-        model = _load_embedding_student(path, config)
+        with readable_weights(path):
+            model = _load_embedding_student(path, config)
     elif TRANSFORMERS_KEY in config:
-        model = _load_transformer_student(path)
+        with readable_weights(path):
+            model = _load_transformer_student(path)
     else:
         raise ModelError(f"{path / CONFIG_FILE}: names neither a student kind ({KIND_KEY!r}) "
                          f"nor a transformers model ({TRANSFORMERS_KEY!r})")

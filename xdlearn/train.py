@@ -7,10 +7,13 @@ Fine-tuning, distillation, masked-LM and domain-adversarial training differ only
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -22,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import checkpoint
 from .data import BINARY, make_loader
 from .infer import predict
 from .metrics import metrics_from_logits
@@ -57,8 +61,11 @@ class History:
         return {"steps": self.steps, "epochs": self.epochs}
 
     def save(self, path: str | Path) -> None:
-        """Write the history as JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Write the history as JSON, atomically (an interrupted save leaves the previous file whole)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "History":
@@ -101,36 +108,46 @@ def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _checkpoint_path(checkpoint_dir) -> Path | None:
-    return Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+def data_fingerprint(loader: DataLoader) -> str:
+    """A hash of the rows a loader serves, so a checkpoint is never resumed on other data."""
+    ds = loader.dataset
+    if not isinstance(ds, Dataset):
+        return f"{type(ds).__name__}:{len(ds)}"
+    table = ds.with_format("arrow")[:]
+    digest = hashlib.sha256()
+    for name in sorted(table.column_names):
+        digest.update(name.encode())
+        digest.update(json.dumps(table.column(name).to_pylist()).encode())
+    return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, model, objective, optimizer, scheduler, epoch: int,
+def save_checkpoint(directory: Path, model, objective, optimizer, scheduler, epoch: int,
                     history: History, run: dict) -> None:
-    """Everything needed to continue after epoch ``epoch``, written atomically (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Everything needed to continue after epoch ``epoch``: tensors in safetensors, the rest in JSON, atomically."""
     state = {"model": model.state_dict(), "objective": objective.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "epoch": epoch, "history": history.to_dict(), "run": run,
+             "history": history.to_dict(), "run": run,
              "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
                      "numpy": np.random.get_state()}}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    checkpoint.save(directory, state, epoch)
 
 
-def load_checkpoint(path: Path, model, objective, optimizer, scheduler, run: dict) -> tuple[int, History, dict]:
+def load_checkpoint(directory: Path, model, objective, optimizer, scheduler, run: dict) -> tuple[int, History, dict]:
     """Restore a checkpoint; returns the first epoch still to train, the history so far, the RNG states."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    epoch, state = checkpoint.load(directory)
     changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
     if changed:
-        raise ValueError(f"{path}: checkpoint is from a different run; settings differ "
-                         f"(saved, now): {changed}. Use another checkpoint_dir or resume=False.")
-    model.load_state_dict(state["model"])
-    objective.load_state_dict(state["objective"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state["epoch"] + 1, History(**state["history"]), state["rng"]
+        raise checkpoint.CheckpointError(
+            f"{directory}: checkpoint is from a different run; settings differ (saved, now): {changed}. "
+            "Use another checkpoint_dir or resume=False.")
+    try:
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise checkpoint.CheckpointError(f"{directory}: checkpoint does not fit this model ({err})") from None
+    return epoch + 1, History(**state["history"]), state["rng"]
 
 
 def restore_rng(rng: dict | None) -> None:
@@ -185,6 +202,43 @@ def merge_outputs(outputs: list[tuple[dict, float]]) -> dict:
     return merged
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients stopped being finite numbers; the weights are left as they were before."""
+
+
+def stop_if_diverged(accelerator, loss: torch.Tensor, norm: torch.Tensor, step: int, epoch: int, lr: float) -> None:
+    """Stop at the first non-finite loss or gradient norm, before the update would spread it into the weights.
+
+    The flag is summed over processes, so under torchrun every process stops at the same step.
+    """
+    bad = torch.tensor([float(not (torch.isfinite(loss) and torch.isfinite(norm)))])
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item():
+        raise TrainingDiverged(
+            f"training diverged at step {step} (epoch {epoch}): loss {float(loss):.4g}, gradient norm "
+            f"{float(norm):.4g}. The weights are those before this step and no checkpoint of it was saved; "
+            f"try a lower learning rate than lr={lr:g}.")
+
+
+SETTING_RANGES = {"epochs": (1, math.inf), "batch_size": (1, math.inf), "max_length": (2, math.inf),
+                  "lr": (0, math.inf), "weight_decay": (0, math.inf), "warmup": (0, 1), "max_grad_norm": (0, math.inf)}
+ABOVE_ZERO = ("lr",)   # a zero learning rate trains nothing: refused like a negative one
+
+
+def check_settings(**settings: float | None) -> None:
+    """Refuse settings that cannot train, before any work starts, naming the one at fault."""
+    for name, value in settings.items():
+        if value is None and name == "max_grad_norm":  # None (or 0): no clipping
+            continue
+        low, high = SETTING_RANGES[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and low <= value <= high and (name not in ABOVE_ZERO or value > 0)):
+            bound = f"above {low}" if name in ABOVE_ZERO else f"at least {low}"
+            raise ValueError(f"{name}={value!r}: must be a finite number {bound}"
+                             + (f" and at most {high}" if high < math.inf else ""))
+
+
 def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tokenizer=None,
         eval_data=None, epochs: int = 3, batch_size: int = 32, lr: float = 1e-4,
         weight_decay: float = 0.01, warmup: float = 0.1, max_grad_norm: float | None = 1.0,
@@ -205,24 +259,33 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     from accelerate import Accelerator
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive number of padded positions per slice, got {max_tokens}")
+    check_settings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                   max_grad_norm=max_grad_norm, max_length=max_length)
     set_seed(seed)
     objective = objective if objective is not None else CrossEntropy()
     loader = as_loader(train_data, tokenizer, batch_size, seed, max_length, shuffle=True)
+    accelerator = Accelerator(cpu=True)
+    prepared = accelerator.prepare(loader)  # under torchrun, this process's shard: the schedule counts its steps
     # the model's groups (or the caller's, e.g. layer-wise rates), then the objective's own parameters, at its rate
     groups = optimizer_groups or parameter_groups(model, lr, weight_decay)
     groups = groups + objective.optimizer_groups(lr, weight_decay)  # an objective's own parameters, at its rate
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)  # one kernel for all weights, not a loop per tensor
-    total_steps = epochs * len(loader)
+    total_steps = epochs * len(prepared)
     scheduler = linear_warmup_decay(optimizer, int(warmup * total_steps), total_steps)
-    run = {"epochs": epochs, "steps_per_epoch": len(loader), "seed": seed, "lr": lr}
-    history, start_epoch, rng, ckpt = History(), 0, None, _checkpoint_path(checkpoint_dir)
-    if resume and ckpt is not None and ckpt.exists():
-        start_epoch, history, rng = load_checkpoint(ckpt, model, objective, optimizer, scheduler, run)
-
-    accelerator = Accelerator(cpu=True)
+    run = {"epochs": epochs, "steps_per_epoch": len(prepared), "seed": seed, "lr": lr, "batch_size": batch_size,
+           "weight_decay": weight_decay, "warmup": warmup, "max_grad_norm": max_grad_norm, "max_length": max_length,
+           "processes": accelerator.num_processes, "data": data_fingerprint(loader)}
+    history, start_epoch, rng = History(), 0, None
+    if checkpoint_dir is not None and checkpoint.exists(checkpoint_dir):
+        if resume:
+            start_epoch, history, rng = load_checkpoint(Path(checkpoint_dir), model, objective, optimizer,
+                                                        scheduler, run)
+        else:
+            warnings.warn(f"{checkpoint_dir}: holds a checkpoint of an earlier run; resume=False starts over and "
+                          "replaces it after the first epoch (pass resume=True to continue it)", stacklevel=2)
     if any(p.requires_grad for p in objective.parameters()):  # e.g. a domain discriminator
         objective = accelerator.prepare(objective)
-    model, optimizer, prepared = accelerator.prepare(model, optimizer, loader)
+    model, optimizer = accelerator.prepare(model, optimizer)
     restore_rng(rng)  # after prepare(), which may draw random numbers of its own
     sampler = getattr(loader, "batch_sampler", None)
     schedule_of = accelerator.unwrap_model(objective)  # the objective itself, also when wrapped for DDP
@@ -249,9 +312,9 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
                 outputs.append((out, share))
                 loss += part_loss.detach()
             out = merge_outputs(outputs)
-            if max_grad_norm:
-                accelerator.unscale_gradients()  # a no-op without mixed precision; then one batched norm
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm, foreach=True)
+            accelerator.unscale_gradients()  # a no-op without mixed precision; then one batched norm (inf: no clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf, foreach=True)
+            stop_if_diverged(accelerator, loss, norm, len(history.steps) + 1, epoch + 1, lr)
             optimizer.step()                                       # update the weights
             scheduler.step()                                       # next learning rate
             optimizer.zero_grad()
@@ -272,8 +335,8 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
                                            batch_size, max_length)
         history.epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                                "seconds": seconds, "examples_per_second": seen / seconds, **metrics})
-        if ckpt is not None and accelerator.is_main_process:
-            save_checkpoint(ckpt, accelerator.unwrap_model(model), accelerator.unwrap_model(objective),
+        if checkpoint_dir is not None and accelerator.is_main_process:
+            save_checkpoint(Path(checkpoint_dir), accelerator.unwrap_model(model), accelerator.unwrap_model(objective),
                             optimizer, scheduler, epoch, history, run)
         accelerator.wait_for_everyone()
         if monitor is not None:

@@ -1,0 +1,162 @@
+"""Your own data through the `xdlearn` command: table files and review folders end to end, and bad input stopped early.
+
+A tiny saved BERT (``--model``) keeps these runs to seconds; the real MiniLM runs the same code in test_main_job.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xdlearn import cli, job
+from conftest import toy_sentences
+from resume import KILL_POINTS, comparable, command
+
+SMALL = ["--train-size", "48", "--budget", "16", "--epochs", "1", "--target-epochs", "1", "--test-size", "12",
+         "--validation-size", "8", "--transfer-size", "24", "--distill-epochs", "1", "--batch-size", "16",
+         "--no-progress"]
+
+
+def write_shops_csv(path: Path, rows: int = 80) -> Path:
+    """A CSV as a user might have it: columns body, stars (neg/pos) and shop (two domains)."""
+    import pandas as pd
+    frames = []
+    for shop, seed in (("books", 1), ("kitchen", 2)):
+        ds = toy_sentences(rows, seed=seed)
+        frames.append(pd.DataFrame({"body": ds["text"], "stars": ["neg", "pos"] * (rows // 2), "shop": shop}))
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+RUN = ["--text-column", "body", "--label-column", "stars", "--domain-column", "shop", "--source", "books",
+       "--target", "kitchen", "--train-size", "48", "--budget", "16", "--epochs", "2", "--target-epochs", "2",
+       "--test-size", "12", "--validation-size", "8", "--transfer-size", "24", "--distill-epochs", "2",
+       "--batch-size", "16", "--student", "2-layer", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory, tiny_dir) -> tuple[list[str], Path]:
+    """One uninterrupted run on a CSV of two shops (into an existing empty folder): its arguments and folder."""
+    root = tmp_path_factory.mktemp("csv-run")
+    args = ["run", "--data", str(write_shops_csv(root / "shops.csv")), "--model", tiny_dir, *RUN]
+    out = root / "report"
+    out.mkdir()  # an existing empty folder is used as it is
+    assert cli.main([*args, "--out", str(out)]) == 0
+    return args, out
+
+
+def test_the_main_job_runs_on_your_csv_file(csv_run):
+    args, out = csv_run
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["transfer_matrix"]) == ["books", "kitchen"]
+    assert list(results["transfer_matrix"]["books"]) == ["books", "kitchen"]
+    assert results["domains"]["books"] == {"test": 12, "validation": 8, "train": 48} and results["stage"] == "done"
+    assert set(results["target"]) == {"source_only", "in_domain", "target_only", "source_then_target"}
+    assert results["config"]["data"] == [args[2]] and results["config"]["domain_column"] == "shop"
+    assert {e["label"] for e in results["model"]["examples"]} <= {"neg", "pos"}  # the data's class names
+    report = (out / "report.md").read_text()
+    assert "# xdlearn report: books -> kitchen" in report and "## 4. A small student" in report
+    assert f"{100 * results['target']['source_only']:.1f}%" in report
+    assert results["distillation"]["kind"] == "2-layer" and Path(results["distillation"]["path"]).is_dir()
+    assert not (out / job.STATE).exists()  # the checkpoints of a finished run are gone
+
+
+def write_review_folder(root: Path, reviews: int = 40) -> Path:
+    """Two domains in the <domain>/{positive,negative}.review layout, review texts from the toy sentences."""
+    for domain, seed in (("dvd", 3), ("toys", 4)):
+        (root / domain).mkdir(parents=True)
+        ds = toy_sentences(2 * reviews, seed=seed)
+        for label, name in enumerate(("negative", "positive")):
+            blocks = [f"<review>\n<review_text>\n{t}\n</review_text>\n</review>\n"
+                      for t, y in zip(ds["text"], ds["label"]) if y == label]
+            (root / domain / f"{name}.review").write_text("".join(blocks))
+    return root
+
+
+def test_the_main_job_runs_on_a_folder_of_review_files(tmp_path, tiny_dir, capsys):
+    root = write_review_folder(tmp_path / "reviews")
+    out = tmp_path / "report"
+    code = cli.main(["run", "--reviews", str(root), "--source", "dvd", "--target", "toys", "--model", tiny_dir,
+                     "--student", "", "--source-only", *SMALL, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["transfer_matrix"]) == ["dvd"] and sorted(results["domains"]) == ["dvd", "toys"]
+    assert {e["label"] for e in results["model"]["examples"]} <= {"negative", "positive"}
+    assert "# xdlearn report: dvd -> toys" in (out / "report.md").read_text()
+
+
+def own_data_errors(tmp_path: Path) -> dict:
+    """Bad own-data invocations: (extra arguments, what the message must say)."""
+    csv = write_shops_csv(tmp_path / "shops.csv", rows=20)
+    return {
+        "a misspelt column": (["--data", str(csv), "--text-column", "bdy", "--label-column", "stars"],
+                              r"shops.csv: missing column\(s\) \['bdy'\]"),
+        "a source the data lacks": (["--data", str(csv), "--text-column", "body", "--label-column", "stars",
+                                     "--domain-column", "shop", "--source", "garden", "--target", "books"],
+                                    r"source='garden' is not a domain of .*shops.csv; it has \['books', 'kitchen'\]"),
+        "one file without a domain column": (["--data", str(csv), "--text-column", "body", "--label-column", "stars",
+                             "--source", "shops", "--target", "books"], r"target='books' is not a domain"),
+        "files and reviews": (["--data", str(csv), "--reviews", str(tmp_path)], "not both"),
+        "a missing review folder": (["--reviews", str(tmp_path / "nowhere"), "--source", "a", "--target", "b"],
+                                    r"nowhere: not a directory"),
+        "a domain too small": (["--data", str(csv), "--text-column", "body", "--label-column", "stars",
+                                "--domain-column", "shop", "--source", "books", "--target", "kitchen",
+                                "--test-size", "15", "--validation-size", "5"],
+                               r"domain 'books' \(20 rows\): .*leave no training rows"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a misspelt column", "a source the data lacks", "one file without a domain column",
+                                  "files and reviews", "a missing review folder", "a domain too small"])
+def test_bad_own_data_stops_before_anything_is_written(tmp_path, capsys, case):
+    arguments, message = own_data_errors(tmp_path)[case]
+    out = tmp_path / "out"
+    assert cli.main(["run", *arguments, "--out", str(out)]) == 2
+    import re
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()  # bad data stops the run before its folder is made
+
+
+def test_a_late_failure_keeps_the_report_and_every_number_measured(tmp_path, tiny_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the student could not be built")
+    monkeypatch.setattr(job, "distill_to_student", broken)
+    cfg = job.JobConfig(data=[str(write_shops_csv(tmp_path / "shops.csv"))], text_column="body",
+                        label_column="stars", domain_column="shop", source="books", target="kitchen",
+                        model=tiny_dir, train_size=48, budget=16, epochs=1, target_epochs=1, test_size=12,
+                        validation_size=8, batch_size=16, matrix=False, progress=False)
+    with pytest.raises(RuntimeError, match="could not be built"):
+        job.run_main_job(cfg, tmp_path / "out")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["failed"] == {"stage": "distillation (2-layer student)",
+                                 "error": "RuntimeError: the student could not be built"}
+    assert 0 <= results["target"]["source_then_target"] <= 1 and "books" in results["transfer_matrix"]
+    assert "# xdlearn report: books -> kitchen" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "model" / "config.json").exists()
+
+
+def test_output_folders_are_used_when_empty_and_never_shared(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert job.new_output_dir(empty) == empty.resolve()
+    taken = [job.new_output_dir(empty) for _ in range(3)]  # the same second: three different folders
+    assert len(set(taken)) == 3 and all(p.parent == empty.resolve() for p in taken)
+    assert job.new_output_dir(tmp_path / "new" / "deep") == (tmp_path / "new" / "deep").resolve()
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_killed_run_resumes_to_the_same_numbers(csv_run, tmp_path, capsys, point):
+    args, whole = csv_run
+    out = tmp_path / "killed"
+    code, printed = command(*args, "--out", str(out), kill_when=lambda text: KILL_POINTS[point](out, text))
+    assert code == -9, printed[-3000:]  # SIGKILL: killed, not finished
+    assert json.loads((out / "results.json").read_text())["stage"] != "done"
+    assert cli.main(["run", "--resume", str(out)]) == 0
+    assert f"resuming the run in {out.resolve()}" in capsys.readouterr().out
+    resumed = json.loads((out / "results.json").read_text())
+    assert comparable(resumed) == comparable(json.loads((whole / "results.json").read_text()))
+    assert resumed["stage"] == "done" and not (out / job.STATE).exists()
+    assert (out / "report.md").exists() and (out / "student" / "config.json").exists()
+    assert cli.main(["run", "--resume", str(out)]) == 2
+    assert "already finished" in capsys.readouterr().err
