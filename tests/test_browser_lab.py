@@ -181,6 +181,23 @@ def _wait_for_change(page, selector: str, before: list[str], seconds: float = 60
     pytest.fail(f"{selector} still shows {before} after {seconds} s")
 
 
+def _toggle_disagreements(page) -> None:
+    """Tick "only disagreements": the first is selected, or the view says there is none; untick: example 1 again."""
+    view, select = page.locator(".xd-comparison .widget-html-content").last, page.locator(".xd-comparison select")
+    tick, every = page.locator(".xd-comparison input[type='checkbox']"), select.evaluate("s => s.options.length")
+    tick.check()
+    page.wait_for_function("([s, n]) => s.options.length !== n && (s.selectedIndex === 0 || s.options.length === 0)",
+                           arg=[select.element_handle(), every])
+    if select.evaluate("s => s.options.length") == 0:
+        assert f"no disagreements among {every} examples" in view.inner_text()
+    else:
+        assert "they disagree" in view.inner_text()
+    tick.uncheck()
+    page.wait_for_function("([s, n]) => s.options.length === n && s.selectedIndex === 0",
+                           arg=[select.element_handle(), every])
+    assert "true label:" in view.inner_text() and "teacher predicts" in view.inner_text()
+
+
 def test_lesson_05_runs_in_jupyterlab_and_its_widgets_answer(lab, browser_page):
     base, token = lab
     page = browser_page
@@ -202,6 +219,8 @@ def test_lesson_05_runs_in_jupyterlab_and_its_widgets_answer(lab, browser_page):
     assert abs(sum(map(float, typed_t)) - 1) < 0.01 and abs(sum(map(float, typed_s)) - 1) < 0.01
     assert "An utterly wonderful film" in page.locator(".xd-comparison .widget-html-content").last.inner_text()
     assert page.locator(".xd-comparison select").evaluate("s => s.selectedIndex") == -1  # no stale example
+
+    _toggle_disagreements(page)
 
     entropy = ".xd-temperature .xd-entropy"
     before = _texts(page, entropy)

@@ -211,9 +211,9 @@ def test_temperature_explorer_opens_on_the_surest_example_and_labels_every_bar()
     assert [t.get_text() for t in fig.axes[0].texts] == [f"{v:.3f}" for v in expected]
     plt.close(fig)
     before = explorer.readout.value
-    assert f"entropy {explorer.entropy(1.0, 1):.3f} bits" in before
+    assert f"entropy {explorer.entropy(1.0, 1):.4f} bits" in before
     explorer.slider.value = 4.0
-    assert explorer.readout.value != before and f"entropy {explorer.entropy(4.0, 1):.3f} bits" in explorer.readout.value
+    assert explorer.readout.value != before and f"entropy {explorer.entropy(4.0, 1):.4f} bits" in explorer.readout.value
 
 
 def test_temperature_explorer_warns_when_the_teacher_is_unsure_of_everything():

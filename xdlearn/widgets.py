@@ -277,7 +277,7 @@ class TemperatureExplorer:
         import matplotlib.pyplot as plt
         from IPython.display import display
         t, i = self.slider.value, self.picker.value
-        self.readout.value = (f"<span class='xd-entropy'>T = {t:.1f}: entropy {self.entropy(t, i):.3f} bits</span>; "
+        self.readout.value = (f"<span class='xd-entropy'>T = {t:.1f}: entropy {self.entropy(t, i):.4f} bits</span>; "
                               + ", ".join(f"{escape(n)} {v:.3f}" for n, v in zip(self.names, self.distribution(t, i))))
         fig = self.figure(t, i)
         self.plot.clear_output(wait=True)
