@@ -167,6 +167,7 @@ def _run_all_cells(page) -> None:
 
 
 def _texts(page, selector: str) -> list[str]:
+    """The visible text of every element ``selector`` matches, as the learner reads it."""
     return page.locator(selector).all_inner_texts()
 
 
