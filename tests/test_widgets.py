@@ -1,8 +1,11 @@
-"""The live training board and live loss plot work headless as fit() monitors."""
+"""The widgets and training plots, driven headless: their state after simulated events, their figures' lines."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
+from conftest import make_tiny_model, toy_sentences
 from xdlearn import plots, train, widgets
 
 
@@ -78,3 +81,144 @@ def test_per_seed_scores_are_drawn_as_mean_with_a_standard_deviation_bar():
     assert list(line.get_xdata()) == [16, 64] and [round(y, 6) for y in line.get_ydata()] == [0.6, 0.8]
     for f in (fig, curve):
         plt.close(f)
+
+
+def _history_with_metrics(steps: int = 24, epochs: int = 3) -> train.History:
+    """A made-up History: a falling loss every step, two accuracies at the end of each epoch."""
+    per_epoch = steps // epochs
+    rows = [{"step": s, "epoch": (s - 1) // per_epoch + 1, "loss": 0.7 / s, "lr": 1e-4} for s in range(1, steps + 1)]
+    ends = [{"epoch": e, "validation/accuracy": 0.5 + 0.1 * e, "tweets/accuracy": 0.4 + 0.1 * e}
+            for e in range(1, epochs + 1)]
+    return train.History(steps=rows, epochs=ends)
+
+
+def test_loss_and_metrics_have_their_own_colours_and_a_legend_naming_every_line():
+    from matplotlib.colors import to_hex
+    history = _history_with_metrics()
+    fig = plots.plot_history(history, window=5)
+    ax, twin = fig.axes
+    raw, smoothed = ax.get_lines()
+    metric_lines = twin.get_lines()
+    assert list(raw.get_ydata()) == history.losses()
+    assert [list(line.get_xdata()) for line in metric_lines] == [[8, 16, 24]] * 2  # at each epoch's last step
+    assert list(metric_lines[0].get_ydata()) == history.metric("validation/accuracy")
+    loss_colour = to_hex(raw.get_color())
+    assert to_hex(smoothed.get_color()) == loss_colour
+    metric_colours = {to_hex(line.get_color()) for line in metric_lines}
+    assert len(metric_colours) == 2 and loss_colour not in metric_colours
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["loss per step", "loss, moving average of 5 steps",
+                      "validation/accuracy (right axis)", "tweets/accuracy (right axis)"]
+    assert twin.get_legend() is None  # one legend for both axes, not one hiding the other
+    plt.close(fig)
+
+
+def test_the_legend_sits_under_the_axes_and_step_ticks_are_whole_numbers():
+    fig = plots.plot_history(_history_with_metrics(steps=6, epochs=2))  # few steps: the locator would pick 0.5s
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= axes_box.y0  # below the plotting area: it covers no line
+    assert legend.y0 >= 0  # and still inside the figure
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)
+
+
+def test_a_loss_only_history_still_labels_both_loss_lines():
+    history = train.History(steps=[{"step": s, "epoch": 1, "loss": 1.0 / s, "lr": 1e-4} for s in range(1, 4)])
+    fig = plots.plot_history(history)
+    assert len(fig.axes) == 1
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "loss per step", "loss, moving average of 3 steps"]
+    plt.close(fig)
+
+
+def test_shorten_cuts_at_a_word_boundary_with_an_ellipsis():
+    text = "the acting was wonderful although the plot meandered for far too long in the middle act"
+    short = widgets.shorten(text, width=40)
+    assert short.endswith("…") and len(short) <= 40
+    assert text.startswith(short[:-1]) and text[len(short) - 1] == " "  # the cut falls between two words
+    assert widgets.shorten("short and sweet", width=40) == "short and sweet"
+    assert widgets.shorten("a" * 60, width=20) == "a" * 19 + "…"  # one endless word: cut, but still marked
+
+
+def _teacher_and_flipped_student():
+    """A tiny teacher and a student with the classifier negated: they disagree on every sentence."""
+    import copy
+
+    import torch
+    teacher = make_tiny_model(seed=1)
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.classifier.weight.neg_()
+        student.classifier.bias.neg_()
+    return teacher, student
+
+
+def test_comparison_deselects_the_example_when_a_sentence_is_typed_and_states_both_predictions(tokenizer):
+    teacher, student = _teacher_and_flipped_student()
+    board = widgets.TeacherStudentComparison(teacher, student, tokenizer, toy_sentences(12))
+    assert board.picker.value == 0 and board.shown["source"] == "example"
+    board.typed.value = "what a <b>good</b> film"  # as if typed and submitted
+    assert board.picker.value is None and board.picker.index is None  # no stale example in the dropdown
+    assert board.shown["source"] == "typed" and board.shown["text"] == "what a <b>good</b> film"
+    assert "what a &lt;b&gt;good&lt;/b&gt; film" in board.view.value  # shown as text, not as markup
+    expected = board.compare("what a <b>good</b> film")
+    assert list(board.shown["teacher"]) == list(expected["teacher"].values())
+    t_class = max(expected["teacher"], key=expected["teacher"].get)
+    s_class = max(expected["student"], key=expected["student"].get)
+    assert t_class != s_class and not board.shown["agree"]
+    assert f"teacher predicts <b>{t_class}</b>" in board.view.value
+    assert f"student predicts <b>{s_class}</b>" in board.view.value and "they disagree" in board.view.value
+    board.picker.value = 3  # picking an example again empties the box of the sentence no longer shown
+    assert board.typed.value == "" and board.shown["source"] == "example"
+    assert board.shown["text"] == toy_sentences(12)[3]["text"]
+
+
+def test_comparison_with_no_disagreements_says_so_and_unticking_selects_the_first_example(tokenizer):
+    same = make_tiny_model(seed=1)
+    board = widgets.TeacherStudentComparison(same, same, tokenizer, toy_sentences(12))
+    assert "they agree" in board.view.value
+    board.picker.value = 5
+    board.only_disagree.value = True
+    assert board.picker.options == () and board.picker.value is None
+    assert board.shown == {"message": board.shown["message"]}
+    assert "no disagreements among 12 examples" in board.view.value
+    assert toy_sentences(12)[5]["text"] not in board.view.value  # the old sentence is gone
+    board.only_disagree.value = False
+    assert len(board.picker.options) == 12 and board.picker.value == 0
+    assert board.shown["text"] == toy_sentences(12)[0]["text"]
+
+
+def test_comparison_only_disagreements_selects_the_first_one(tokenizer):
+    teacher, student = _teacher_and_flipped_student()
+    board = widgets.TeacherStudentComparison(teacher, student, tokenizer, toy_sentences(12))
+    board.picker.value = 7
+    board.only_disagree.value = True
+    assert [value for _, value in board.picker.options] == board.disagreements() == list(range(12))
+    assert board.picker.value == 0 and board.shown["text"] == toy_sentences(12)[0]["text"]
+    assert "they disagree" in board.view.value
+
+
+def test_temperature_explorer_opens_on_the_surest_example_and_labels_every_bar():
+    logits = np.array([[0.2, 0.0], [-3.0, 1.0], [1.0, 0.0]])
+    explorer = widgets.TemperatureExplorer(logits, ["unsure", "sure", "middling"], ["neg", "pos"])
+    assert explorer.picker.value == 1 and explorer.margin(1) == pytest.approx(4.0)
+    assert explorer.note.value == ""  # the surest example is confident: no warning
+    fig = explorer.figure(2.0, 1)
+    expected = explorer.distribution(2.0, 1)
+    assert [t.get_text() for t in fig.axes[0].texts] == [f"{v:.3f}" for v in expected]
+    plt.close(fig)
+    before = explorer.readout.value
+    assert f"entropy {explorer.entropy(1.0, 1):.4f} bits" in before
+    explorer.slider.value = 4.0
+    assert explorer.readout.value != before and f"entropy {explorer.entropy(4.0, 1):.4f} bits" in explorer.readout.value
+
+
+def test_temperature_explorer_warns_when_the_teacher_is_unsure_of_everything():
+    explorer = widgets.TemperatureExplorer(np.array([[0.1, 0.0], [0.0, 0.3]]), ["a", "b"], ["neg", "pos"])
+    assert explorer.picker.value == 1
+    assert "unsure of every one" in explorer.note.value and "logit margin 0.30" in explorer.note.value
+    with pytest.raises(ValueError, match="do not match 3 texts"):
+        widgets.TemperatureExplorer(np.zeros((2, 2)), ["a", "b", "c"], ["neg", "pos"])

@@ -3,12 +3,13 @@ embeddings coloured by domain. Every function returns the matplotlib Figure, so 
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt  # headless, matplotlib falls back to Agg and draws to files
 import numpy as np
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from . import stats
 
@@ -24,30 +25,56 @@ def smooth(values: Sequence[float], window: int = 10) -> np.ndarray:
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
+LOSS_COLOUR = "tab:blue"
+METRIC_COLOURS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")  # never the loss's blue
+
+
 def plot_history(history, ax=None, metrics: Sequence[str] | None = None, title: str | None = None,
                  window: int = 10):
-    """Per-step training loss (raw and smoothed) with per-epoch metrics on a second axis."""
-    fig, ax = _figure(ax, (6.5, 3.6))
-    losses = history.losses()
-    steps = np.arange(1, len(losses) + 1)
-    ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=1)
-    ax.plot(steps, smooth(losses, window), color="tab:blue", lw=2, label="training loss")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    names = metrics or [k for k in (history.epochs[0] if history.epochs else {})
-                        if k.endswith("/accuracy")]
+    """Per-step loss (blue, raw and smoothed) and per-epoch metrics (other colours, right axis).
+
+    One legend for both axes sits under the plot, so it names every line and covers none of them.
+    """
+    fig, ax = _figure(ax, (6.5, 4.0))
+    handles = _draw_loss(ax, history.losses(), window)
+    names = metrics or [k for k in (history.epochs[0] if history.epochs else {}) if k.endswith("/accuracy")]
     if names and history.epochs:
-        ends = _epoch_end_steps(history)
-        twin = ax.twinx()
-        for name in names:
-            twin.plot(ends, history.metric(name), "o-", label=name)
-        twin.set_ylabel("metric")
-        twin.set_ylim(0, 1)
-        twin.legend(loc="best", fontsize=8)
-    ax.legend(loc="best", fontsize=8)
+        handles += _draw_metrics(ax.twinx(), history, names)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers: no 1.5, 2.5 ticks
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(handles)),
+              fontsize=8, frameon=False)
     ax.set_title(title or "training")
     fig.tight_layout()
     return fig
+
+
+def _draw_loss(ax, losses: Sequence[float], window: int) -> list:
+    """The faint raw loss of every step and its moving average, both labelled; returns their lines."""
+    steps = np.arange(1, len(losses) + 1)
+    raw, = ax.plot(steps, losses, color=LOSS_COLOUR, alpha=0.3, lw=1, label="loss per step")
+    shown = min(window, len(losses))
+    smoothed, = ax.plot(steps, smooth(losses, window), color=LOSS_COLOUR, lw=2,
+                        label=f"loss, moving average of {shown} steps" if shown > 1 else "loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss", color=LOSS_COLOUR)
+    ax.tick_params(axis="y", colors=LOSS_COLOUR)
+    return [raw, smoothed]
+
+
+def _draw_metrics(twin, history, names: Sequence[str]) -> list:
+    """Each per-epoch metric at the step its epoch ended, in its own non-blue colour; returns the lines."""
+    ends, lines = _epoch_end_steps(history), []
+    for name, colour in zip(names, itertools.cycle(METRIC_COLOURS)):
+        points = [(end, row[name]) for end, row in zip(ends, history.epochs) if name in row]
+        if not points:
+            continue
+        line, = twin.plot(*zip(*points), "o-", color=colour, label=f"{name} (right axis)")
+        lines.append(line)
+    everything = [v for name in names for v in history.metric(name)]
+    if everything and all(0 <= v <= 1 for v in everything):
+        twin.set_ylim(0, 1)
+    twin.set_ylabel("accuracy" if all(n.endswith("accuracy") for n in names) else "metric")
+    return lines
 
 
 def _epoch_end_steps(history) -> list[int]:
