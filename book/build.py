@@ -147,8 +147,8 @@ def run_sphinx(size: str, fresh: bool, strict: bool, book: Path = BOOK) -> None:
                           path_config=str(book / "_config.yml"), confoverrides=overrides, builder="html",
                           freshenv=fresh, warningiserror=strict, keep_going=strict)
     if isinstance(result, BaseException) or result not in (0, None):
-        raise BuildError(f"Sphinx failed ({result!r}); see the messages above (a lesson that raised shows its "
-                         f"traceback in {build / 'html' / 'reports'})")
+        raise BuildError(f"Sphinx failed ({result!r}): see the messages above (a lesson that raised prints the "
+                         f"failing cell and its traceback there)")
 
 
 def check_site() -> int:

@@ -95,6 +95,8 @@ def small_book(folder: Path, lessons: dict[str, str]) -> Path:
     shutil.copy(BOOK / "_config.yml", folder / "_config.yml")
     shutil.copy(BOOK / "references.bib", folder / "references.bib")
     shutil.copytree(BOOK / "_ext", folder / "_ext")
+    shutil.copytree(BOOK / "_js", folder / "_js")
+    shutil.copy(BOOK / "favicon.svg", folder / "favicon.svg")
     (folder / "_build" / "static-js").mkdir(parents=True)   # build.py fills it from npm; not needed here
     (folder / "intro.md").write_text("# A small book\n", encoding="utf-8")
     toc = {"format": "jb-book", "root": "intro", "chapters": [{"file": name} for name in lessons]}
@@ -120,14 +122,20 @@ def build_module(monkeypatch):
     return runpy.run_path(str(BOOK / "build.py"), run_name="book_build")
 
 
-def test_a_lesson_whose_check_cell_fails_fails_the_build(tmp_path, build_module):
-    book = small_book(tmp_path, {
-        "fine": "print(1 + 1)",
-        "broken": "from xdlearn import lesson\nprint(lesson.check(1 + 1 == 3, 'one and one make three'))"})
+def test_a_lesson_whose_check_cell_fails_fails_the_build(tmp_path, build_module, capfd):
+    book = small_book(tmp_path, {"fine": "print(1 + 1)"})
+    build_module["run_sphinx"]("teaching", fresh=True, strict=True, book=book)   # the configuration builds
+    broken = "from xdlearn import lesson\nprint(lesson.check(1 + 1 == 3, 'one and one make three'))"
+    nbformat.write(lesson("broken", broken), book / "broken.ipynb")
+    (book / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "intro",
+                                                   "chapters": [{"file": "fine"}, {"file": "broken"}]}))
+    executions(book)
+    capfd.readouterr()
     with pytest.raises(build_module["BuildError"]):
-        build_module["run_sphinx"]("teaching", fresh=True, strict=True, book=book)
-    assert "broken" in executions(book)
-    assert not (book / "_build" / "html" / "broken.html").exists()
+        build_module["run_sphinx"]("teaching", fresh=False, strict=True, book=book)
+    assert executions(book) == ["broken"]
+    printed = "".join(capfd.readouterr())
+    assert "claim no longer holds: one and one make three" in printed, "the build does not say which claim failed"
 
 
 def test_a_rebuild_executes_only_the_lesson_that_changed(tmp_path, build_module):
