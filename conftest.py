@@ -1,8 +1,6 @@
 """Settings for running the lessons as tests (nbval), and the opt-in browser tests of the built book."""
 from __future__ import annotations
 
-import pytest
-
 # nbval waits a hard-coded 5 s for each output message after a cell has finished
 # (it has no option for it). On a busy 2-core machine the kernel can take longer to
 # publish the last messages of a long training cell, and the cell then fails with
