@@ -89,7 +89,7 @@ def with_nan_weights(path: Path) -> None:
     save_file(tensors, str(path))
     index_path = path.parent / checkpoint.INDEX
     index = json.loads(index_path.read_text())
-    index["sha256"] = checkpoint._sha256(path)
+    index["sha256"] = checkpoint.sha256_of(path)
     index_path.write_text(json.dumps(index))
 
 

@@ -6,7 +6,6 @@ checkpoint whole; a damaged, altered or mismatched checkpoint is refused with it
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .corpus import sha256_of   # the one file hash: the corpus checks its download with it
 
 INDEX = "checkpoint.json"     # the checkpoint's plain data; written last, it commits a save
 LEGACY = "checkpoint.pt"      # the older pickle format, never loaded
@@ -63,15 +64,6 @@ def decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return tuple(decode(v, tensors) for v in value["__tuple__"])
 
 
-def _sha256(path: Path) -> str:
-    """Hash a file in chunks: the index records it so an altered or truncated tensor file is caught."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _replace(path: Path, write) -> None:
     """Write through a temporary file and rename it into place: a reader sees the old file or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -91,7 +83,7 @@ def save(directory: str | Path, state: dict, epoch: int) -> Path:
         raise CheckpointError(f"{directory}: refusing to save a checkpoint with non-finite values")
     name = f"checkpoint-epoch{epoch}.safetensors"
     _replace(directory / name, lambda tmp: save_file(tensors, str(tmp)))
-    index = {"format": FORMAT, "epoch": epoch, "tensors": name, "sha256": _sha256(directory / name), "state": plain}
+    index = {"format": FORMAT, "epoch": epoch, "tensors": name, "sha256": sha256_of(directory / name), "state": plain}
     _replace(directory / INDEX, lambda tmp: tmp.write_text(json.dumps(index)))
     for old in directory.glob("checkpoint-epoch*.safetensors"):
         if old.name != name:
@@ -128,7 +120,7 @@ def _load_tensors(path: Path, digest: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     if not path.exists():
         raise CheckpointError(f"{path}: missing; the checkpoint is incomplete")
-    if _sha256(path) != digest:
+    if sha256_of(path) != digest:
         raise CheckpointError(f"{path}: damaged or altered (its sha256 differs from the one recorded at saving)")
     try:
         tensors = load_file(str(path))
