@@ -60,3 +60,17 @@ def tiny_dir(tmp_path_factory) -> str:
     make_tiny_model().save_pretrained(path)
     models.load_tokenizer().save_pretrained(path)
     return str(path)
+
+
+class Interrupt(Exception):
+    """Raised by ``StopAfterFirstEpoch``: a run killed after its first epoch's checkpoint."""
+
+
+class StopAfterFirstEpoch:
+    """A ``fit`` monitor that interrupts the run once its first epoch (and checkpoint) is done."""
+
+    def on_step(self, history):
+        pass
+
+    def on_epoch(self, history):
+        raise Interrupt

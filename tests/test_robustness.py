@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from xdlearn import checkpoint, objectives, train
-from conftest import make_tiny_model, toy_sentences
+from conftest import Interrupt, StopAfterFirstEpoch, make_tiny_model, toy_sentences
 
 
 # ---- divergence -------------------------------------------------------------------------------------------
@@ -55,17 +55,7 @@ SETTINGS = dict(epochs=2, batch_size=16, lr=1e-3, progress=False)
 @pytest.fixture
 def saved_run(tokenizer, tmp_path):
     """A run stopped after its first epoch, its checkpoint in tmp_path / 'ckpt'."""
-    class Stop(Exception):
-        pass
-
-    class StopAfterFirstEpoch:
-        def on_step(self, history):
-            pass
-
-        def on_epoch(self, history):
-            raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupt):
         train.fit(make_tiny_model(), toy_sentences(64), tokenizer=tokenizer, checkpoint_dir=tmp_path / "ckpt",
                   monitor=StopAfterFirstEpoch(), **SETTINGS)
     return tmp_path / "ckpt"

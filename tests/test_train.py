@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from xdlearn import data, models, objectives, runtime, train
-from conftest import make_tiny_model
+from conftest import Interrupt, StopAfterFirstEpoch, make_tiny_model
 
 
 def test_loss_goes_down_and_the_model_learns(tiny_model, tokenizer, toy):
@@ -18,18 +18,6 @@ def test_loss_goes_down_and_the_model_learns(tiny_model, tokenizer, toy):
     assert history.epochs[0]["examples_per_second"] > 0
     lrs = [row["lr"] for row in history.steps]
     assert max(lrs) == pytest.approx(2e-3) and lrs[-1] < lrs[len(lrs) // 2]  # warm-up, then decay
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfterFirstEpoch:
-    def on_step(self, history):
-        pass
-
-    def on_epoch(self, history):
-        raise Interrupt
 
 
 def test_resume_after_an_interruption_gives_identical_weights(tokenizer, toy, tmp_path):
