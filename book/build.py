@@ -128,7 +128,13 @@ def quick_requested(args: argparse.Namespace) -> bool:
 
 
 def kernel_environment() -> None:
-    """Kernels inherit this process's environment: put this checkout first on PYTHONPATH."""
+    """Kernels inherit this process's environment: put this checkout first on PYTHONPATH, and no progress bars.
+
+    A tqdm bar is a widget in a notebook: on a static page it would only show a run that ended at build time.
+    ``TQDM_DISABLE`` turns every tqdm bar off (the library's and those of datasets and transformers); widgets a
+    lesson shows on purpose, such as the training board, are not tqdm bars and stay.
+    """
+    os.environ.setdefault("TQDM_DISABLE", "1")
     paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
