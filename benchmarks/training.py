@@ -1,7 +1,7 @@
 """How fast ``xdlearn.train.fit`` trains, against ``transformers.Trainer`` and a bare PyTorch loop, in one run.
 
     python benchmarks/training.py [--examples 1024] [--batch-size 32] [--epochs 1] [--repeats 2]
-                                  [--variants [optimizer threads compile]] [--out benchmarks/results/training.md]
+                                  [--variants [optimizer threads compile embeddings]] [--out benchmarks/results/training.md]
 
 Every method trains a freshly loaded MiniLM-L6 (``models.load_pretrained``, same seed) on the same tweets (a random
 sample of the training split of ``data.domain_splits``, tokenised once before any clock starts), with fit's defaults
@@ -21,18 +21,21 @@ typical batch's token count x 384 x 1536, x 1536 x 384 and x 384 x 384), best of
 mixes them, measured before and after the methods (the better one counts).
 
 ``--variants`` also times what fit could do otherwise, each as a ratio to fit: AdamW's for-loop and ``foreach``
-updates instead of fit's fused one (through fit's ``optimizer_groups``), one thread instead of all, and
-``torch.compile`` (its compile time reported apart). A benchmark only measures: nothing here asserts a time.
+updates instead of fit's fused one (through fit's ``optimizer_groups``), one thread instead of all,
+``torch.compile`` (its compile time reported apart), and the word embeddings frozen (less to update, other training).
+Every run also times the bare loop's parts (forward, backward, clipping, optimiser step) on one epoch. A benchmark only measures: nothing here asserts a time.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import copy
+import cProfile
 import inspect
 import json
 import os
 import platform
+import pstats
 import signal
 import statistics
 import tempfile
@@ -55,7 +58,7 @@ FIT = {name: p.default for name, p in inspect.signature(train.fit).parameters.it
 MATMUL_CALLS, MATMUL_REPEATS = 20, 7            # one timing = 20 products; best of 7 timings
 COMPILE_TIMEOUT = 900                           # seconds a torch.compile warm-up may take before it counts as failed
 INDUCTOR_CACHE = "TORCHINDUCTOR_CACHE_DIR"
-VARIANTS = ("optimizer", "threads", "compile")
+VARIANTS = ("optimizer", "threads", "compile", "embeddings")
 BASELINE = "xdlearn fit"
 FIT_SHARED = ("lr", "weight_decay", "warmup", "max_grad_norm", "max_length")  # fit's defaults every method uses
 BASE_METHODS = (BASELINE, "Trainer (defaults)", "Trainer (group by length)", "bare PyTorch loop")
@@ -205,6 +208,71 @@ def threads_runner(threads: int) -> Callable[[Setup, nn.Module], dict]:
     return run
 
 
+def run_frozen_embeddings(setup: Setup, model: nn.Module) -> dict:
+    """``fit`` with the word-embedding matrix frozen: no dense 30,522-row gradient, clipping or AdamW update for it.
+
+    Not the same training (the embeddings no longer move), so its accuracy is part of the answer.
+    """
+    model.get_input_embeddings().weight.requires_grad_(False)
+    train.fit(model, setup.train, **fit_kwargs(setup))
+    return {}
+
+
+PHASES = ("next batch", "forward + loss", "backward", "clip gradients", "optimizer step", "schedule + zero_grad")
+
+
+def phase_profile(setup: Setup) -> dict:
+    """The bare loop on a fresh model with a clock between its moves: where one epoch's seconds go.
+
+    On a CPU every torch call returns when its work is done, so the clock between two calls times the first.
+    """
+    model, clock = fresh_model(), dict.fromkeys(PHASES, 0.0)
+    runtime.set_seed(SEED)
+    loader = setup.loader()
+    optimizer = torch.optim.AdamW(train.parameter_groups(model, FIT["lr"], FIT["weight_decay"]), lr=FIT["lr"],
+                                  fused=True)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(FIT["warmup"] * len(loader)), len(loader))
+    model.train()
+    marks = [time.perf_counter()]
+    for batch in loader:
+        marks.append(time.perf_counter())                  # next batch
+        loss = model(**batch).loss
+        marks.append(time.perf_counter())                  # forward + loss
+        loss.backward()
+        marks.append(time.perf_counter())                  # backward
+        nn.utils.clip_grad_norm_(model.parameters(), FIT["max_grad_norm"], foreach=True)
+        marks.append(time.perf_counter())                  # clip gradients
+        optimizer.step()
+        marks.append(time.perf_counter())                  # optimizer step
+        scheduler.step()
+        optimizer.zero_grad()
+        marks.append(time.perf_counter())                  # schedule + zero_grad
+        for name, (start, end) in zip(PHASES, zip(marks[-7:-1], marks[-6:])):
+            clock[name] += end - start
+        marks = marks[-1:]
+    del model, optimizer
+    runtime.release_memory()
+    return clock
+
+
+TOP_CALLS = 10   # the calls that take most of fit's own seconds, listed in the results
+
+
+def top_calls(setup: Setup) -> list[dict]:
+    """One ``fit`` epoch under cProfile: the calls with the most time of their own (torch kernels show as built-ins)."""
+    model, profiler = fresh_model(), cProfile.Profile()
+    profiler.enable()
+    run_fit(setup, model)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats   # (file, line, name) -> (calls, primitive calls, own s, cumulative s, ...)
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:TOP_CALLS]
+    total = sum(own for _, (_, _, own, _, _) in stats.items())
+    del model
+    runtime.release_memory()
+    return [{"call": name if file == "~" else f"{Path(file).name}:{line} {name}", "calls": calls,
+             "seconds": own, "share": own / total} for (file, line, name), (calls, _, own, _, _) in rows]
+
+
 def _timeout(signum, frame):
     raise TimeoutError(f"torch.compile warm-up took over {COMPILE_TIMEOUT} s")
 
@@ -268,6 +336,8 @@ def methods(variants: list[str]) -> dict[str, Callable[[Setup, nn.Module], dict]
         out["fit, 1 thread"] = threads_runner(1)
     if "compile" in variants:
         out["fit + torch.compile"] = run_compiled
+    if "embeddings" in variants:
+        out["fit, word embeddings frozen"] = run_frozen_embeddings
     return out
 
 
@@ -395,6 +465,7 @@ def time_methods(setup: Setup, todo: dict, repeats: int) -> dict[str, dict]:
         done = [r for r in rows if "error" not in r]
         best[name] = min(done, key=lambda r: r["seconds"]) if done else rows[-1]
         best[name]["repeats"] = [r.get("seconds") for r in rows]
+        best[name]["median_seconds"] = statistics.median(r["seconds"] for r in done) if done else None
     return best
 
 
@@ -458,25 +529,36 @@ def markdown(result: dict) -> list[str]:
              f"lr {FIT['lr']}, weight decay {FIT['weight_decay']}, warm-up {FIT['warmup']:.0%} of the steps, "
              f"gradient norm clipped to {FIT['max_grad_norm']}; accuracy on {TEST_SIZE} held-out {DOMAIN}. "
              f"Seconds: the faster of {s['repeats']} round-robin repeat(s), each on a freshly loaded model, "
-             "the whole call a user makes. Every method sees the same examples, so the ratio to fit is the same "
+             "the whole call a user makes (rates and ratios use it); 'median s' and 'median ratio' use the median "
+             "of the repeats instead. Every method sees the same examples, so the ratio to fit is the same "
              "for examples/s and tokens/s.", ""]
     lines += table(result["methods"], result["matmul"]["layer_mix"])
-    lines += [""] + flops_section(result, shape) + ["", "## Settings of each method", ""] + settings_section(result)
+    fit_row, bare = result["methods"][BASELINE], result["methods"].get("bare PyTorch loop", {})
+    if "accuracy" in bare and bare["accuracy"] == fit_row["accuracy"]:
+        lines += ["", f"`fit` and the bare loop end at the same test accuracy ({fit_row['accuracy']:.3f}): the same "
+                  "batches, schedule, clipping and dropout masks, so the only difference between them is the work "
+                  "`fit` does around the loop (below)."]
+    lines += [""] + flops_section(result, shape) + [""] + phases_section(result)
+    lines += ["", "## Settings of each method", ""] + settings_section(result)
     lines += ["", "## What `fit` does that the others do not", ""] + WHAT_FIT_DOES
     return lines
 
 
 def table(rows: dict[str, dict], limit: float) -> list[str]:
     """One row per method: seconds, rates, ratio to fit, padding, share of the matmul limit, accuracy."""
-    out = ["| method | seconds | examples/s | tokens/s | ratio to fit | padding | useful FLOP/s | share of limit "
-           "| accuracy |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| method | seconds | median s | examples/s | tokens/s | ratio to fit | median ratio | padding "
+           "| useful FLOP/s | share of limit | accuracy |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base_median = rows[BASELINE].get("median_seconds")
     for name, r in rows.items():
         if "error" in r:
-            out.append(f"| {name} | failed: {r['error']} | | | | | | | |")
+            out.append(f"| {name} | failed: {r['error']} | | | | | | | | | |")
             continue
         note = f" (+ {r['compile_seconds']:.0f} s compiling)" if "compile_seconds" in r else ""
-        out.append(f"| {name} | {r['seconds']:.1f}{note} | {r['examples_per_second']:.1f} | "
-                   f"{r['tokens_per_second']:,.0f} | {r['ratio_to_fit']:.2f} | {r['padding_share']:.0%} | "
+        median = r.get("median_seconds")
+        median_ratio = f"{base_median / median:.2f}" if median and base_median else ""
+        out.append(f"| {name} | {r['seconds']:.1f}{note} | {median or 0:.1f} | {r['examples_per_second']:.1f} | "
+                   f"{r['tokens_per_second']:,.0f} | {r['ratio_to_fit']:.2f} | {median_ratio} | "
+                   f"{r['padding_share']:.0%} | "
                    f"{r['useful_flops_per_second'] / 1e9:.1f} G | {r['useful_flops_per_second'] / limit:.0%} | "
                    f"{r['accuracy']:.3f} |")
     return out
@@ -505,6 +587,32 @@ def flops_section(result: dict, shape: dict) -> list[str]:
             f"{check['six_n_only'] / 1e9:.2f} GFLOP)."]
 
 
+ADAMW_BYTES_PER_PARAMETER = 7 * 4   # fused AdamW reads weight, gradient and both moments, writes weight and moments
+
+
+def phases_section(result: dict) -> list[str]:
+    """Where one epoch of the bare loop spends its time, with the rate each part reaches."""
+    p = result["phases"]
+    seconds, flops_epoch, limit = p["seconds"], p["epoch_flops"], result["matmul"]["layer_mix"]
+    rates = {"forward + loss": flops_epoch / 3 / seconds["forward + loss"],   # 2N of 6N per token: a third
+             "backward": 2 * flops_epoch / 3 / seconds["backward"]}            # 4N: two thirds
+    steps = result["settings"]["steps_per_epoch"]
+    moved = ADAMW_BYTES_PER_PARAMETER * p["trained_parameters"] * steps / seconds["optimizer step"]
+    notes = {name: f"{rate / 1e9:.0f} GFLOP/s, {rate / limit:.0%} of the matmul limit" for name, rate in rates.items()}
+    notes["optimizer step"] = (f"{p['trained_parameters'] / 1e6:.1f}M weights (word embeddings included) x "
+                               f"{ADAMW_BYTES_PER_PARAMETER} bytes: {moved / 1e9:.1f} GB/s of memory traffic")
+    total = sum(seconds.values())
+    out = ["## Where the time goes", "",
+           "The bare loop once more, one epoch on a fresh model, with the clock read between its moves (on a CPU "
+           "each torch call returns when its work is done).", "",
+           "| part of a step | seconds per epoch | share | rate |", "|---|---|---|---|"]
+    out += [f"| {name} | {sec:.2f} | {sec / total:.0%} | {notes.get(name, '')} |" for name, sec in seconds.items()]
+    out += [f"| all | {total:.2f} | 100% | |", "", "One `fit` call under cProfile: the calls with the most time of "
+            "their own (`{...}` are torch's kernels; backward is one call into autograd's engine).", "",
+            "| call | calls | seconds | share of fit |", "|---|---|---|---|"]
+    return out + [f"| `{c['call']}` | {c['calls']} | {c['seconds']:.2f} | {c['share']:.0%} |" for c in p["fit_calls"]]
+
+
 def settings_section(result: dict) -> list[str]:
     """Exactly what each method was given, so the comparison can be judged fair."""
     rows = result["methods"]
@@ -528,7 +636,8 @@ def settings_section(result: dict) -> list[str]:
                    "`fit(torch.compile(model, dynamic=True))` after a warm-up "
                    "of two forward+backward passes that does the compiling, with an empty compile cache every repeat "
                    "(timed apart, not in the seconds; a warm on-disk cache makes later compiles shorter); "
-                   "`torch.set_num_threads(1)` around fit. "
+                   "`torch.set_num_threads(1)` around fit; `get_input_embeddings().weight.requires_grad_(False)` "
+                   "before fit (frozen word embeddings). "
                    + "Each variant's ratio is to fit with its defaults; fit's AdamW is the fused one (fused=True), "
                    "the optimizer variants set fused=False per group to time the for-loop (torch's CPU default) "
                    "and foreach updates.")
@@ -543,6 +652,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--variants", nargs="*", choices=VARIANTS, default=None,
                         help=f"also time variants of fit (default with the flag alone: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--methods", nargs="+", choices=BASE_METHODS, default=list(BASE_METHODS), metavar="NAME",
+                        help=f"time only these of the four comparisons ({', '.join(map(repr, BASE_METHODS))}); "
+                             f"'{BASELINE}' is always timed, every ratio is to it")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "training.md")
     args = parser.parse_args()
     args.variants = list(VARIANTS) if args.variants == [] else (args.variants or [])
@@ -557,9 +669,12 @@ def main() -> None:
     shape = model_shape(fresh_model())
     tokens = typical_tokens(setup)
     peak = matmul_peak(tokens, shape, torch.get_num_threads())
-    todo = methods(args.variants)
-    warm_up(setup, {name: todo[name] for name in BASE_METHODS})
+    chosen = [BASELINE] + [name for name in args.methods if name != BASELINE]
+    todo = {name: runner for name, runner in methods(args.variants).items()
+            if name in chosen or name not in BASE_METHODS}
+    warm_up(setup, {name: todo[name] for name in chosen})
     rows = time_methods(setup, todo, args.repeats)
+    phases, calls = phase_profile(setup), top_calls(setup)
     later = matmul_peak(tokens, shape, torch.get_num_threads())  # again after: keep the better of the two
     peak = max(peak, later, key=lambda p: p["layer_mix"])
     add_rates(rows, shape, args.epochs, setup.lengths)
@@ -567,7 +682,11 @@ def main() -> None:
               "flops_check": cross_check(setup, shape), "trainer_arguments": trainer_options(setup, grouped=False),
               "settings": {"examples": len(setup.train), "batch_size": args.batch_size, "epochs": args.epochs,
                            "repeats": args.repeats, "real_tokens": sum(setup.lengths),
+                           "steps_per_epoch": len(setup.loader()),
                            "fit_defaults": {k: FIT[k] for k in FIT_SHARED}}}
+    result["phases"] = {"seconds": phases, "epoch_flops": estimated_flops(shape, rows[BASELINE]["batch_shapes"])
+                        / args.epochs, "trained_parameters": models.count_parameters(fresh_model()),
+                        "fit_calls": calls}
     for row in rows.values():
         row.pop("batch_shapes", None)
     write_results(args.out, markdown(result), result)
