@@ -1,7 +1,7 @@
 """How fast ``xdlearn.train.fit`` trains, against ``transformers.Trainer`` and a bare PyTorch loop, in one run.
 
     python benchmarks/training.py [--examples 1024] [--batch-size 32] [--epochs 1] [--repeats 2]
-                                  [--variants [optimizer threads compile embeddings]] [--out benchmarks/results/training.md]
+                                  [--variants [optimizer threads compile embeddings dropout]] [--out benchmarks/results/training.md]
 
 Every method trains a freshly loaded MiniLM-L6 (``models.load_pretrained``, same seed) on the same tweets (a random
 sample of the training split of ``data.domain_splits``, tokenised once before any clock starts), with fit's defaults
@@ -22,7 +22,8 @@ mixes them, measured before and after the methods (the better one counts).
 
 ``--variants`` also times what fit could do otherwise, each as a ratio to fit: AdamW's for-loop and ``foreach``
 updates instead of fit's fused one (through fit's ``optimizer_groups``), one thread instead of all,
-``torch.compile`` (its compile time reported apart), and the word embeddings frozen (less to update, other training).
+``torch.compile`` (its compile time reported apart), the word embeddings frozen (less to update), and no dropout
+(no random masks to draw); the last two train another model, so their accuracy is part of the answer.
 Every run also times the bare loop's parts (forward, backward, clipping, optimiser step) on one epoch. A benchmark only measures: nothing here asserts a time.
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ FIT = {name: p.default for name, p in inspect.signature(train.fit).parameters.it
 MATMUL_CALLS, MATMUL_REPEATS = 20, 7            # one timing = 20 products; best of 7 timings
 COMPILE_TIMEOUT = 900                           # seconds a torch.compile warm-up may take before it counts as failed
 INDUCTOR_CACHE = "TORCHINDUCTOR_CACHE_DIR"
-VARIANTS = ("optimizer", "threads", "compile", "embeddings")
+VARIANTS = ("optimizer", "threads", "compile", "embeddings", "dropout")
 BASELINE = "xdlearn fit"
 FIT_SHARED = ("lr", "weight_decay", "warmup", "max_grad_norm", "max_length")  # fit's defaults every method uses
 BASE_METHODS = (BASELINE, "Trainer (defaults)", "Trainer (group by length)", "bare PyTorch loop")
@@ -218,6 +219,18 @@ def run_frozen_embeddings(setup: Setup, model: nn.Module) -> dict:
     return {}
 
 
+def run_without_dropout(setup: Setup, model: nn.Module) -> dict:
+    """``fit`` with every dropout probability at 0: what drawing the dropout masks costs on a CPU, and buys.
+
+    BERT's attention passes its ``nn.Dropout``'s ``p`` to the attention kernel at every call, so this covers it too.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    train.fit(model, setup.train, **fit_kwargs(setup))
+    return {}
+
+
 PHASES = ("next batch", "forward + loss", "backward", "clip gradients", "optimizer step", "schedule + zero_grad")
 
 
@@ -338,6 +351,8 @@ def methods(variants: list[str]) -> dict[str, Callable[[Setup, nn.Module], dict]
         out["fit + torch.compile"] = run_compiled
     if "embeddings" in variants:
         out["fit, word embeddings frozen"] = run_frozen_embeddings
+    if "dropout" in variants:
+        out["fit, no dropout"] = run_without_dropout
     return out
 
 
@@ -637,7 +652,7 @@ def settings_section(result: dict) -> list[str]:
                    "of two forward+backward passes that does the compiling, with an empty compile cache every repeat "
                    "(timed apart, not in the seconds; a warm on-disk cache makes later compiles shorter); "
                    "`torch.set_num_threads(1)` around fit; `get_input_embeddings().weight.requires_grad_(False)` "
-                   "before fit (frozen word embeddings). "
+                   "before fit (frozen word embeddings); every `nn.Dropout.p` set to 0, attention's included (no dropout). "
                    + "Each variant's ratio is to fit with its defaults; fit's AdamW is the fused one (fused=True), "
                    "the optimizer variants set fused=False per group to time the for-loop (torch's CPU default) "
                    "and foreach updates.")
