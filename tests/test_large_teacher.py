@@ -185,3 +185,25 @@ def test_fetch_mpnet_prints_the_verified_folder(fake_mpnet, tmp_path, capsys):
     assert cli.main(["fetch", "mpnet"]) == 0
     folder = Path(capsys.readouterr().out.strip())
     assert folder == tmp_path / "cache" / "fake-mpnet" and (folder / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["2-layer", "narrow", "bilstm", "cnn"])
+def test_every_student_kind_is_made_from_an_mpnet_teacher(kind, tmp_path):
+    """MPNet's layers sit under ``mpnet.encoder.layer``, with a relative-position bias beside them: a tiny one."""
+    from types import SimpleNamespace
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+    from xdlearn import students
+    torch.manual_seed(0)
+    teacher = MPNetForSequenceClassification(MPNetConfig(vocab_size=300, hidden_size=32, num_hidden_layers=4,
+                                                         num_attention_heads=2, intermediate_size=64, num_labels=2))
+    student = students.make_student(teacher, SimpleNamespace(pad_token_id=1), kind)
+    ids = torch.randint(3, 300, (2, 7))
+    logits = student(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert logits.shape == (2, 2)
+    if kind == "2-layer":  # the teacher's first and last layers, copied: the same weights, other indices
+        assert student.config.num_hidden_layers == 2 and type(student).__name__ == "MPNetForSequenceClassification"
+        assert models.count_parameters(student) < models.count_parameters(teacher)
+        assert torch.equal(student.mpnet.encoder.layer[1].output.dense.weight,
+                           teacher.mpnet.encoder.layer[3].output.dense.weight)
+        assert torch.equal(student.mpnet.encoder.relative_attention_bias.weight,
+                           teacher.mpnet.encoder.relative_attention_bias.weight)

