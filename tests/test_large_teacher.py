@@ -207,3 +207,18 @@ def test_every_student_kind_is_made_from_an_mpnet_teacher(kind, tmp_path):
                            teacher.mpnet.encoder.layer[3].output.dense.weight)
         assert torch.equal(student.mpnet.encoder.relative_attention_bias.weight,
                            teacher.mpnet.encoder.relative_attention_bias.weight)
+
+
+def test_a_teacher_killed_mid_training_resumes_into_the_same_cache_entry(tiny_dir, tmp_path, fits):
+    from conftest import Interrupt, StopAfterFirstEpoch
+    labels, fit = toy_sentences(16, seed=3), {**FIT, "epochs": 2}
+    whole, _, path = distill.fine_tuned_teacher(tiny_dir, labels, data.BINARY, cache_dir=tmp_path / "a", **fit)
+    resume = {"checkpoint_dir": tmp_path / "checkpoints", "resume": True}
+    with pytest.raises(Interrupt):
+        distill.fine_tuned_teacher(tiny_dir, labels, data.BINARY, cache_dir=tmp_path / "b", **fit, **resume,
+                                   monitor=StopAfterFirstEpoch())
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())  # nothing half-trained is cached
+    resumed, _, again = distill.fine_tuned_teacher(tiny_dir, labels, data.BINARY, cache_dir=tmp_path / "b", **fit,
+                                                   **resume)
+    assert again.name == path.name and fits == [1, 1, 1]  # where checkpoints go is not part of the key
+    assert same_weights(weights_of(resumed), weights_of(whole))

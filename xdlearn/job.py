@@ -143,9 +143,9 @@ def train_teacher(cfg: JobConfig, splits: dict, started: float) -> tuple:
     if not cfg.teacher_model:
         model, tokenizer, _ = _train_fresh(cfg, labels, cfg.target_epochs)
         return model, tokenizer
-    model, tokenizer, path = distill.fine_tuned_teacher(
+    model, tokenizer, path = distill.fine_tuned_teacher(  # checkpointed in a run's state folder: a kill resumes it
         name, labels, class_names(labels), seed=cfg.seed, epochs=cfg.target_epochs, batch_size=cfg.batch_size,
-        lr=cfg.lr, progress=cfg.progress, max_tokens=cfg.max_tokens)
+        lr=cfg.lr, progress=cfg.progress, max_tokens=cfg.max_tokens, **resumable("large-teacher"))
     _log(f"the {name} teacher is in {path}", started)
     return model, tokenizer
 
