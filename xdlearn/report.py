@@ -18,13 +18,17 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _distillation_section(results: dict, heading: str = "## 4. A small student, distilled from the adapted model") -> str:
+def _distillation_section(results: dict, heading: str | None = None) -> str:
     """The distilled student against its teacher and a label-only twin."""
     d = results.get("distillation")
     if not d:
         return ""
     cfg, acc = results["config"], d["accuracy"]
-    rows = [["teacher (adapted MiniLM)", f"{d['parameters']['teacher']:,}", _pct(acc["teacher"]),
+    large = cfg.get("teacher_model")
+    teacher = f"teacher ({large}, fine-tuned on {cfg['budget']} labels)" if large else "teacher (adapted MiniLM)"
+    heading = heading or ("## 4. A small student, distilled from " + (f"a large teacher ({large})" if large
+                                                                         else "the adapted model"))
+    rows = [[teacher, f"{d['parameters']['teacher']:,}", _pct(acc["teacher"]),
              f"{d['examples_per_second']['teacher']:.0f}"],
             [f"{d['kind']} student, distilled", f"{d['parameters']['student']:,}", _pct(acc["student"]),
              f"{d['examples_per_second']['student']:.0f}"],
