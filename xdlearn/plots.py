@@ -206,7 +206,9 @@ def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]
     if budgets[0] > 0:
         ax.set_xscale("log", base=2)
     else:   # no labels at all has no logarithm: linear up to the smallest budget, logarithmic beyond
-        ax.set_xscale("symlog", base=2, linthresh=min([b for b in budgets if b > 0], default=1))
+        linear = min([b for b in budgets if b > 0], default=1)
+        ax.set_xscale("symlog", base=2, linthresh=linear)
+        ax.set_xlim(-linear / 4, max(budgets) * 1.3 if budgets[-1] > 0 else linear)   # no empty negative half
     ax.set_xticks(budgets)
     ax.get_xaxis().set_major_formatter(ScalarFormatter())
     ax.set_xlabel("target labels")
