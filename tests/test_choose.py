@@ -58,6 +58,8 @@ def test_with_labels_every_route_runs_and_counts_its_sentences(tiny_dir, toy_tar
         assert distilled.seconds[choose.TEACHER_TRAINING] == tuned.seconds[choose.TEACHER_TRAINING] > 0
         assert list(both.seconds) == list(choose.STAGES) and both.total_seconds() > distilled.total_seconds()
         assert not np.allclose(both.logits, distilled.logits), "'both' should fine-tune the distilled student further"
+    for route, seeds in runs.items():
+        assert all(list(run.sentences) == list(choose.ROUTE_STAGES[route]) for run in seeds), route
     teachers = [run.logits for run in runs[choose.FINE_TUNE]]
     assert not np.allclose(teachers[0], teachers[1]), "each seed fine-tunes its own teacher"
 
@@ -125,7 +127,8 @@ def test_stage_flops_price_training_above_labelling_and_the_student_below_the_te
     cost = choose.stage_flops(teacher, student, tokenizer, toy_target["test"], PLAN)
     assert list(cost) == list(choose.STAGES)
     assert 2 * cost[choose.LABELLING] < cost[choose.TEACHER_TRAINING] < 4 * cost[choose.LABELLING]  # forward + backward
-    assert cost[choose.DISTILLATION] == pytest.approx(cost[choose.STUDENT_TRAINING], rel=0.05)   # cached logits: no teacher
+    # cached logits: distillation runs no teacher, so it costs what training the student on labels costs
+    assert cost[choose.DISTILLATION] == pytest.approx(cost[choose.STUDENT_TRAINING], rel=0.05)
 
 
 def test_a_seeded_student_depends_on_its_seed_alone_and_leaves_the_global_state(tokenizer):
@@ -137,6 +140,15 @@ def test_a_seeded_student_depends_on_its_seed_alone_and_leaves_the_global_state(
     other = students.make_student(teacher, tokenizer, "cnn", seed=5)
     weights = [m.convs[0].weight.detach().numpy() for m in (first, again, other)]
     assert np.array_equal(weights[0], weights[1]) and not np.array_equal(weights[0], weights[2])
+
+
+def test_a_plan_with_frozen_embeddings_freezes_them_in_teachers_and_students_alike(tokenizer):
+    frozen = choose.Plan(epochs_at={0: 1}, frozen_embeddings=True)
+    teacher = frozen.prepare(make_tiny_model())
+    student = choose.plan_student(teacher, tokenizer, 0, frozen)
+    assert not teacher.get_input_embeddings().weight.requires_grad and not student.embed.weight.requires_grad
+    assert all(p.requires_grad for name, p in teacher.named_parameters() if "word_embeddings" not in name)
+    assert choose.Plan(epochs_at={0: 1}).prepare(make_tiny_model()).get_input_embeddings().weight.requires_grad
 
 
 def test_with_teacher_logits_adds_or_replaces_the_column_and_refuses_a_wrong_length():

@@ -64,7 +64,7 @@ class Plan:
         return self.epochs_at[known[-1]]
 
     def distil_epochs_for(self, size: int) -> int:
-        """Epochs over a transfer set of ``size`` sentences: ``distil_epochs``, more for a set too small to learn from."""
+        """Epochs over a transfer set of ``size`` sentences: ``distil_epochs``, more for a set too small for it."""
         return max(self.distil_epochs, math.ceil(self.min_distil_sentences / max(1, size)))
 
     def fit_settings(self, lr: float, batch_size: int | None = None) -> dict:
@@ -147,7 +147,8 @@ def _student_routes(teacher, tokenizer, labelled: Dataset, labels: Dataset | Non
                           {**base.sentences, DISTILLATION: seen})}
     if labels is not None and len(labels):
         epochs = plan.epochs(len(labels))
-        history = train.fit(student, labels, tokenizer=tokenizer, epochs=epochs, seed=seed, **plan.fit_settings(plan.lr))
+        history = train.fit(student, labels, tokenizer=tokenizer, epochs=epochs, seed=seed,
+                            **plan.fit_settings(plan.lr))
         routes[BOTH] = Run(*score(student, tokenizer, test, plan),
                            {**routes[DISTIL].seconds, STUDENT_TRAINING: train_seconds(history)},
                            {**routes[DISTIL].sentences, STUDENT_TRAINING: len(labels) * epochs})
@@ -203,7 +204,7 @@ def accuracies(results: Results) -> dict[str, dict[int, list[float]]]:
 
 
 def decision_map(results: Results, digits: int = 3):
-    """Rows: label budgets; columns: routes; cells: test accuracy, mean ± sd over seeds (blank: the route cannot run)."""
+    """Rows: label budgets; columns: routes; cells: test accuracy, mean ± sd over seeds (blank: cannot run)."""
     import pandas as pd
     table = pd.DataFrame({route: {budget: stats.fmt(runs, digits) for budget, runs in by_budget.items()}
                           for route, by_budget in accuracies(results).items()}).reindex(sorted(results)).fillna("")
@@ -220,13 +221,14 @@ def recommend(results: Results, budget: int, deployment: str) -> dict:
     if not scores:
         raise ValueError(f"no route that {deployment} allows was run at {budget} labels")
     best = max(scores, key=lambda route: stats.mean_sd(scores[route])[0])
-    ties = [route for route in scores if route != best and not stats.compare(scores[best], scores[route])["beyond_noise"]]
+    ties = [route for route in scores
+            if route != best and not stats.compare(scores[best], scores[route])["beyond_noise"]]
     mean, sd = stats.mean_sd(scores[best])
     return {"route": best, "ties": ties, "mean": mean, "sd": sd}
 
 
 def where_ahead(results: Results, a: str, b: str) -> dict[str, list[int]]:
-    """The budgets where route ``a`` beats ``b`` beyond noise, where ``b`` beats ``a``, and where they are within noise."""
+    """The budgets where route ``a`` beats ``b`` beyond noise, where ``b`` beats ``a``, and where neither does."""
     scores = accuracies(results)
     out: dict[str, list[int]] = {f"{a} ahead": [], f"{b} ahead": [], "within noise": []}
     for budget in sorted(set(scores.get(a, {})) & set(scores.get(b, {}))):
@@ -253,7 +255,7 @@ def decision_table(results: Results):
 
 
 def stage_flops(teacher, student, tokenizer, sample: Dataset, plan: Plan) -> dict[str, float]:
-    """FLOPs per sentence of each stage, counted on ``sample`` (labelled target sentences), batched as the stages are."""
+    """FLOPs per sentence of each stage, counted on ``sample`` (labelled target sentences), batched like the stage."""
     settings = {"tokenizer": tokenizer, "batch_size": plan.batch_size, "max_length": plan.max_length}
     with_logits = distill.with_teacher_logits(sample, predict(teacher, sample, tokenizer, max_length=plan.max_length))
     return {TEACHER_TRAINING: flops.training_flops(teacher, sample, **settings),
@@ -264,7 +266,7 @@ def stage_flops(teacher, student, tokenizer, sample: Dataset, plan: Plan) -> dic
 
 
 def route_costs(results: Results, per_sentence: Mapping[str, float]):
-    """Per budget and route: training seconds (mean over seeds, measured) and FLOPs (sentences counted x per sentence)."""
+    """Per budget and route: training seconds (mean over seeds, measured), FLOPs (counted sentences x per sentence)."""
     import pandas as pd
     rows = {}
     for budget in sorted(results):

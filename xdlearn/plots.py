@@ -194,7 +194,7 @@ def plot_bars(values: Mapping[str, float | Sequence[float]], ax=None, title: str
 def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]]], ax=None,
                        title: str = "target accuracy vs. number of target labels",
                        reference: float | None = None, reference_label: str = "source-only"):
-    """One line per method: score against label budget (log-2 axis, linear near a 0 budget); per-seed lists draw mean ± 1 sd."""
+    """One line per method: score by label budget (log-2 axis, linear near 0 labels); per-seed lists: mean ± 1 sd."""
     fig, ax = _figure(ax, (6, 3.8))
     for name, points in curves.items():
         budgets = sorted(points)
