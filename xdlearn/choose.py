@@ -55,6 +55,7 @@ class Plan:
     max_length: int = 64
     min_distil_sentences: int = 0         # a small transfer set gets more epochs, up to this many sentences seen
     frozen_embeddings: bool = False       # keep every model's word embeddings as they came (trains faster)
+    student_lr: float | None = None       # the student's rate on transfer sets and labels alone (None: its kind's)
 
     def epochs(self, budget: int) -> int:
         """Epochs over ``budget`` labels: the plan's entry, else that of the nearest smaller budget it has."""
@@ -71,6 +72,11 @@ class Plan:
         """Keyword arguments of ``train.fit`` shared by every stage."""
         return {"batch_size": batch_size or self.batch_size, "lr": lr, "max_length": self.max_length,
                 "progress": False}
+
+    @property
+    def student_rate(self) -> float:
+        """The student's learning rate when it learns from scratch: the plan's, else ``students.learning_rate``."""
+        return self.student_lr or students.learning_rate(self.student)
 
     def prepare(self, model):
         """The model, its word embeddings frozen if the plan says so."""
@@ -129,7 +135,7 @@ def distil(teacher, tokenizer, transfer: Dataset, seed: int, plan: Plan):
     epochs = plan.distil_epochs_for(len(transfer))
     history = train.fit(student, transfer, distill.Distillation(temperature=plan.temperature, alpha=1.0),
                         tokenizer=tokenizer, epochs=epochs, seed=seed,
-                        **plan.fit_settings(students.learning_rate(plan.student), plan.transfer_batch_size))
+                        **plan.fit_settings(plan.student_rate, plan.transfer_batch_size))
     return student, train_seconds(history), len(transfer) * epochs
 
 
@@ -155,7 +161,7 @@ def _student_routes(teacher, tokenizer, labelled: Dataset, labels: Dataset | Non
         del student
         alone = plan_student(teacher, tokenizer, seed, plan)
         history = train.fit(alone, labels, tokenizer=tokenizer, epochs=epochs, seed=seed,
-                            **plan.fit_settings(students.learning_rate(plan.student)))
+                            **plan.fit_settings(plan.student_rate))
         routes[LABELS_ONLY] = Run(*score(alone, tokenizer, test, plan), {STUDENT_TRAINING: train_seconds(history)},
                                   {STUDENT_TRAINING: len(labels) * epochs})
     return routes
