@@ -169,7 +169,8 @@ def test_the_decision_chart_writes_each_pick_and_its_ties_in_its_cell():
 
 
 def test_budget_curves_place_a_zero_budget_on_the_axis():
-    fig = plots.plot_budget_curves({"x": {0: [0.5, 0.6, 0.7], 16: [0.8] * 3, 64: [0.9] * 3}})
+    fig = plots.plot_budget_curves({"x": {0: [0.5, 0.6, 0.7], 16: [0.8] * 3, 64: [0.9] * 3}}, xlabel="sentences")
     ax = fig.axes[0]
     assert ax.get_xscale() == "symlog" and list(ax.lines[0].get_xdata()) == [0, 16, 64]
+    assert ax.get_xlim()[0] < 0 < 16 < 64 < ax.get_xlim()[1] and ax.get_xlabel() == "sentences"
     plt.close(fig)

@@ -193,7 +193,8 @@ def plot_bars(values: Mapping[str, float | Sequence[float]], ax=None, title: str
 
 def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]]], ax=None,
                        title: str = "target accuracy vs. number of target labels",
-                       reference: float | None = None, reference_label: str = "source-only"):
+                       reference: float | None = None, reference_label: str = "source-only",
+                       xlabel: str = "target labels"):
     """One line per method: score by label budget (log-2 axis, linear near 0 labels); per-seed lists: mean ± 1 sd."""
     fig, ax = _figure(ax, (6, 3.8))
     for name, points in curves.items():
@@ -211,7 +212,7 @@ def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]
         ax.set_xlim(-linear / 4, max(budgets) * 1.3 if budgets[-1] > 0 else linear)   # no empty negative half
     ax.set_xticks(budgets)
     ax.get_xaxis().set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("target labels")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
