@@ -209,10 +209,17 @@ def cache_teacher_logits(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: 
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, logits)
         tmp.replace(path)
+    return with_teacher_logits(ds, logits)
+
+
+def with_teacher_logits(ds: Dataset, logits: np.ndarray) -> Dataset:
+    """``ds`` with a ``teacher_logits`` column (replacing any it had): what ``Distillation`` reads from a batch."""
+    if len(logits) != len(ds):
+        raise ValueError(f"{len(logits)} rows of teacher logits for {len(ds)} sentences")
     with quiet_datasets():
         if TEACHER_LOGITS in ds.column_names:
             ds = ds.remove_columns(TEACHER_LOGITS)
-        return ds.add_column(TEACHER_LOGITS, logits.astype(np.float32).tolist())
+        return ds.add_column(TEACHER_LOGITS, np.asarray(logits, dtype=np.float32).tolist())
 
 
 # ---------------------------------------------------------------------------------------------

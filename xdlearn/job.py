@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import torch
 
 from . import adapt, data, distill, evaluate, infer, metrics, models, sources, students
 from .corpus import DOMAINS
@@ -312,9 +311,7 @@ def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started
 
 def _new_student(cfg: JobConfig, teacher, tokenizer):
     """A student drawn from ``cfg.seed`` alone: both students start alike, and a resumed run draws the same one."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return students.make_student(teacher, tokenizer, cfg.student)
+    return students.make_student(teacher, tokenizer, cfg.student, seed=cfg.seed)
 
 
 def save_and_serve(model, tokenizer, out: Path, examples: list[str], folder: str = "model") -> dict:

@@ -193,8 +193,9 @@ def plot_bars(values: Mapping[str, float | Sequence[float]], ax=None, title: str
 
 def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]]], ax=None,
                        title: str = "target accuracy vs. number of target labels",
-                       reference: float | None = None, reference_label: str = "source-only"):
-    """One line per method: score against label budget (log-2 axis); per-seed lists draw mean ± 1 sd."""
+                       reference: float | None = None, reference_label: str = "source-only",
+                       xlabel: str = "target labels"):
+    """One line per method: score by label budget (log-2 axis, linear near 0 labels); per-seed lists: mean ± 1 sd."""
     fig, ax = _figure(ax, (6, 3.8))
     for name, points in curves.items():
         budgets = sorted(points)
@@ -202,12 +203,51 @@ def plot_budget_curves(curves: Mapping[str, Mapping[int, float | Sequence[float]
         ax.errorbar(budgets, means, yerr=errors, fmt="o-", capsize=3, label=name)
     if reference is not None:
         ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({b for points in curves.values() for b in points}))
+    budgets = sorted({b for points in curves.values() for b in points})
+    if budgets[0] > 0:
+        ax.set_xscale("log", base=2)
+    else:   # no labels at all has no logarithm: linear up to the smallest budget, logarithmic beyond
+        linear = min([b for b in budgets if b > 0], default=1)
+        ax.set_xscale("symlog", base=2, linthresh=linear)
+        ax.set_xlim(-linear / 4, max(budgets) * 1.3 if budgets[-1] > 0 else linear)   # no empty negative half
+    ax.set_xticks(budgets)
     ax.get_xaxis().set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("target labels")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decision_chart(picks: Mapping[str, Mapping[int, Mapping]], colours: Mapping[str, str], ax=None,
+                        title: str = "which route to take", xlabel: str = "target labels"):
+    """A grid to take away: one row per deployment, one column per label budget, each cell the route to take.
+
+    ``picks[row][budget]`` holds ``route``, ``mean``, ``sd`` and ``ties`` (routes within noise of it, written under
+    it); the cell takes the route's colour from ``colours``, paler when another route ties with it.
+    """
+    rows = list(picks)
+    budgets = sorted({b for row in picks.values() for b in row})
+    fig, ax = _figure(ax, (1.45 * len(budgets) + 2.2, 1.25 * len(rows) + 1.2))
+    for i, row in enumerate(rows):
+        for j, budget in enumerate(budgets):
+            pick = picks[row].get(budget)
+            if pick is None:
+                continue
+            ax.add_patch(plt.Rectangle((j - 0.48, i - 0.46), 0.96, 0.92, color=colours.get(pick["route"], "lightgrey"),
+                                       alpha=0.35 if pick["ties"] else 0.75))
+            tied = "".join(f"\n≈ {route}" for route in pick["ties"])
+            ax.text(j, i, f"{pick['route']}\n{pick['mean']:.3f} ± {pick['sd']:.3f}{tied}", ha="center", va="center",
+                    fontsize=8)
+    ax.set_xlim(-0.5, len(budgets) - 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xticks(range(len(budgets)), [str(b) for b in budgets])
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel)
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -317,8 +317,20 @@ def _unknown_kind(kind: str) -> ModelError:
     return ModelError(f"unknown student {kind!r}: use 'N-layer' (e.g. '2-layer'), 'narrow', 'bilstm' or 'cnn'")
 
 
-def make_student(teacher: nn.Module, tokenizer, kind: str = "2-layer") -> nn.Module:
-    """A student by name: ``"N-layer"`` (from teacher layers), ``"narrow"``, ``"bilstm"`` or ``"cnn"``."""
+def make_student(teacher: nn.Module, tokenizer, kind: str = "2-layer", seed: int | None = None) -> nn.Module:
+    """A student by name: ``"N-layer"`` (from teacher layers), ``"narrow"``, ``"bilstm"`` or ``"cnn"``.
+
+    With ``seed`` its fresh weights are drawn from that seed alone, whatever ran before, and the caller's random
+    state is left as it was (``seed=None`` draws from the global generator).
+    """
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _build_student(teacher, tokenizer, kind)
+
+
+def _build_student(teacher: nn.Module, tokenizer, kind: str) -> nn.Module:
+    """The student ``make_student`` names, drawn from the current random state."""
     match = LAYERS_KIND.fullmatch(kind)
     if match:
         return student_from_teacher(teacher, spread_layers(teacher.config.num_hidden_layers, int(match.group(1))))
