@@ -35,6 +35,19 @@ def build(venv: Path, rebuild: bool) -> None:
         subprocess.run(pip + ["-r", "binder/requirements.txt"], cwd=ROOT, check=True)
         subprocess.run(pip + REPO2DOCKER_BASE + MEASURING, cwd=ROOT, check=True)
     check_cpu_only(venv)
+    check_package_is_this_checkout(venv)
+
+
+def check_package_is_this_checkout(venv: Path) -> None:
+    """Fail unless the venv's ``xdlearn`` is this checkout's (a reused venv may point at one since moved or deleted).
+
+    Imported from the filesystem root, so the current directory cannot stand in for the installed package.
+    """
+    found = subprocess.run([str(venv / "bin" / "python"), "-c", "import xdlearn; print(xdlearn.__file__)"],
+                           capture_output=True, text=True, cwd="/").stdout.strip()
+    if not found or ROOT not in Path(found).resolve().parents:
+        raise SystemExit(f"{venv}: its xdlearn is {found or 'not importable'}, not this checkout's ({ROOT}); "
+                         "rerun with --rebuild")
 
 
 def check_cpu_only(venv: Path) -> None:
