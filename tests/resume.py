@@ -12,11 +12,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"wall_seconds", "peak_memory_mb", "examples_per_second", "source_examples_per_second", "speedup",
           "path", "encoder_path"}  # measured speeds and where files went differ between runs; nothing else may
+# (wall_seconds, peak_memory_mb and the speeds are measurements of the machine at that moment; speedup is a ratio
+# of two speeds; path and encoder_path name the run's own output folder)
 
 KILL_POINTS = {  # name: when to kill, given the output folder and what the run printed so far
     "after the first matrix row": lambda out, printed: (out / ".resume" / "matrix.json").exists(),
     "mid-way through the target fine-tuning": lambda out, printed: (out / ".resume" / "fit-target" /
                                                                      "checkpoint.json").exists(),
+    "mid-way through DANN": lambda out, printed: (out / ".resume" / "fit-dann" / "checkpoint.json").exists(),
     "during distillation": lambda out, printed: "distilling into" in printed,
 }
 

@@ -10,7 +10,7 @@ from datasets import Dataset
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from conftest import FILLER, NEGATIVE, POSITIVE, make_tiny_model
+from conftest import FILLER, NEGATIVE, POSITIVE, Interrupt, StopAfterFirstEpoch, make_tiny_model, toy_sentences
 from xdlearn import adapt, data, models, train
 from xdlearn.objectives import Objective
 
@@ -247,3 +247,34 @@ def test_dann_names_a_wrong_feature_width(tokenizer, toy):
         objective(make_tiny_model(), batch)
     with pytest.raises(ValueError, match="weight must be >= 0"):
         adapt.DomainAdversarial(toy["test"], tokenizer, hidden_size=32, weight=-1.0)
+
+
+def _objective(kind: str, model, tokenizer, target: Dataset) -> Objective:
+    """A DANN objective over 40 target sentences (3 batches of 16: epoch 1 ends 4 batches in, mid-pass), or masked LM."""
+    if kind == "dann":
+        return adapt.DomainAdversarial(target, tokenizer, hidden_size=32, batch_size=16, seed=0)
+    return adapt.MaskedLM(model, tokenizer, seed=0)
+
+
+def _train_three_epochs(kind: str, tokenizer, checkpoint_dir=None, monitor=None):
+    """Three epochs of ``kind`` on toy sentences; the trained model, or None when ``monitor`` interrupted it."""
+    model = make_tiny_model()
+    source, target = toy_sentences(64, seed=1), toy_sentences(40, seed=5)
+    objective = _objective(kind, model, tokenizer, target)
+    try:
+        train.fit(model, source if kind == "dann" else target, objective, tokenizer=tokenizer, epochs=3,
+                  batch_size=16, lr=1e-3, progress=False, checkpoint_dir=checkpoint_dir, resume=True,
+                  monitor=monitor)
+    except Interrupt:
+        return None
+    return model
+
+
+@pytest.mark.parametrize("kind", ["dann", "masked-lm"])
+def test_a_resumed_adaptation_draws_what_an_uninterrupted_one_would(tokenizer, tmp_path, kind):
+    """The objective's own randomness (DANN's target stream, the masks) is checkpointed, so resuming is exact."""
+    whole = _train_three_epochs(kind, tokenizer)
+    assert _train_three_epochs(kind, tokenizer, tmp_path, StopAfterFirstEpoch()) is None
+    resumed = _train_three_epochs(kind, tokenizer, tmp_path)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

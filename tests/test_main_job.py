@@ -7,8 +7,8 @@ import pytest
 
 from xdlearn import cli, data, evaluate, models, students, train
 
-CLEARLY_POSITIVE = "I love it, what a wonderful, brilliant and delightful experience"
-CLEARLY_NEGATIVE = "I hate it, what a terrible, awful and miserable waste of money"
+CLEARLY_POSITIVE = "Absolutely wonderful, the best thing ever, highly recommended"
+CLEARLY_NEGATIVE = "Awful, the worst thing ever, do not buy"
 
 
 @pytest.mark.slow
@@ -28,8 +28,10 @@ def test_fine_tuned_minilm_beats_chance_on_a_held_out_target_domain():
 def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     from transformers import pipeline
     out = tmp_path / "report"
+    # 4 epochs of batches of 8 (48 steps): enough for the served model to learn sentiment (1 epoch of 32 left it
+    # near chance, P(positive) 0.50-0.56 for every sentence)
     code = cli.main(["run", "--source", "products", "--target", "tweets", "--train-size", "96",
-                     "--budget", "32", "--epochs", "1", "--target-epochs", "1", "--test-size", "40",
+                     "--budget", "32", "--epochs", "4", "--batch-size", "8", "--target-epochs", "1", "--test-size", "40",
                      "--validation-size", "20", "--transfer-size", "500", "--distill-epochs", "1",
                      "--source-only", "--no-progress", "--out", str(out)])
     assert code == 0
@@ -46,6 +48,9 @@ def test_the_main_job_writes_a_report_and_a_servable_model(tmp_path, capsys):
     assert "transfer_matrix.png" in report and (out / "transfer_matrix.png").stat().st_size > 1000
     assert f"{100 * results['target']['source_only']:.1f}%" in report
     classify = pipeline("text-classification", model=str(out / "model"), device=-1)
+    # the served model has learnt the task: at these sizes, seeds 0, 1 and 2 give P(positive) 0.91-0.94 and 0.095-0.265
+    assert classify(CLEARLY_POSITIVE)[0]["label"] == "positive"
+    assert classify(CLEARLY_NEGATIVE)[0]["label"] == "negative"
     for example in results["model"]["examples"]:  # served again from disk: the labels and scores the report shows
         served = classify(example["text"])[0]
         assert served["label"] == example["label"] and served["score"] == pytest.approx(example["score"], abs=1e-5)

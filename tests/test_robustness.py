@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -71,12 +72,17 @@ def flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-def with_nan_weights(path: Path) -> None:
-    """Re-save the tensors with NaN weights and a matching hash: only the values are wrong."""
+def fill_with_nan(path: Path) -> None:
+    """Re-save a safetensors file with every floating-point value NaN: it loads whole, but no number is usable."""
     from safetensors.torch import load_file, save_file
     tensors = load_file(str(path))
     tensors = {k: torch.full_like(t, float("nan")) if t.is_floating_point() else t for k, t in tensors.items()}
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def with_nan_weights(path: Path) -> None:
+    """Re-save the tensors with NaN weights and a matching hash: only the values are wrong."""
+    fill_with_nan(path)
     index_path = path.parent / checkpoint.INDEX
     index = json.loads(index_path.read_text())
     index["sha256"] = checkpoint.sha256_of(path)
@@ -352,7 +358,40 @@ def test_a_damaged_model_file_is_a_clear_error_not_a_traceback(tmp_path, tokeniz
     assert cli.main(["distill", "--teacher", str(teacher), "--target", "products", "--student", "bilstm",
                      "--test-size", "16", "--no-progress", "--out", str(tmp_path / "out")]) == 2
     assert f"xdlearn: error: {teacher}: its weights file is damaged" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before the output folder was made
     student = students.save(students.make_student(make_tiny_model(), tokenizer, "cnn"), tokenizer, tmp_path / "cnn")
     (student / students.WEIGHTS_FILE).write_bytes(b"\x00" * 64)
     with pytest.raises(models.ModelError, match=rf"{student}: its weights file is damaged"):
         students.load(student)
+
+
+MODEL_DAMAGE = {  # how a saved model directory is spoiled: (spoil, what the error names, what it says)
+    "a truncated weights file": (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:1000]),
+                                 "", r"its weights file is damaged"),
+    "no weights file": (lambda d: (d / "model.safetensors").unlink(), "", r"no weights file"),
+    "NaN weights": (lambda d: fill_with_nan(d / "model.safetensors"), "model.safetensors", r"holds non-finite weights"),
+    "a damaged config.json": (lambda d: (d / "config.json").write_text("{not json"), "config.json",
+                              r"damaged or not a model's config"),
+    "no tokenizer": (lambda d: [(d / n).unlink() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                                                           "special_tokens_map.json") if (d / n).exists()],
+                     "", r"its tokenizer has \d+ tokens for a model of 30522 token embeddings"),
+}
+
+
+@pytest.mark.parametrize("command", ["run --model", "distill --teacher"])
+@pytest.mark.parametrize("damage", list(MODEL_DAMAGE))
+def test_a_damaged_model_directory_is_refused_before_any_folder_or_training(tmp_path, tokenizer, capsys,
+                                                                             command, damage):
+    from xdlearn import cli
+    model = tmp_path / "model"
+    make_tiny_model().save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    spoil, culprit, message = MODEL_DAMAGE[damage]
+    spoil(model)
+    name, option = command.split()
+    out = tmp_path / "out"
+    assert cli.main([name, option, str(model), "--source", "products", "--target", "tweets", "--student", "cnn",
+                     "--no-progress", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert re.search(rf"xdlearn: error: {re.escape(str(model / culprit if culprit else model))}: {message}", error), error
+    assert not out.exists()  # nothing made, nothing trained: the check comes first

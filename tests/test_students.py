@@ -40,13 +40,20 @@ def test_spread_layers_and_make_student_by_name(tiny_model, tokenizer):
         students.make_student(tiny_model, tokenizer, "giant")
 
 
+CLEAR = {"positive": "the story was wonderful and really great", "negative": "the story was terrible and really awful"}
+
+
 @pytest.mark.parametrize("kind", ["bilstm", "cnn"])
-def test_rnn_students_start_from_teacher_embeddings_and_learn(kind, tiny_model, tokenizer, toy):
+def test_rnn_students_start_from_teacher_embeddings_and_learn(kind, tiny_model, tokenizer, toy, tmp_path):
     student = students.rnn_student(tiny_model, tokenizer, kind, **({"hidden": 32} if kind == "bilstm" else {"channels": 32}))
     assert torch.equal(student.embed.weight, tiny_model.bert.embeddings.word_embeddings.weight)
     history = train.fit(student, toy["train"], tokenizer=tokenizer, epochs=6, lr=5e-3, batch_size=16,
                         eval_data=toy["test"], progress=False)
     assert history.last["validation/accuracy"] > 0.9
+    loaded, loaded_tokenizer = students.load(students.save(student, tokenizer, tmp_path / kind))
+    for label, sentence in CLEAR.items():  # the trained student, loaded from disk, reads the sentiment words
+        logits = loaded(**loaded_tokenizer(sentence, return_tensors="pt")).logits[0]
+        assert loaded.id2label[int(logits.argmax())] == label, (sentence, logits)
     # padding must not change a prediction
     one = tokenizer(["the film was good"], return_tensors="pt")
     padded = tokenizer(["the film was good", "a much longer sentence with many more words in it"],
@@ -94,8 +101,12 @@ def test_comparison_widget_and_temperature_explorer(tokenizer):
     explorer = widgets.TemperatureExplorer(np.array([[2.0, 0.0], [0.0, 0.0]]), ["a", "b"], ["neg", "pos"])
     assert explorer.entropy(1.0, 1) == pytest.approx(1.0)  # uniform over 2 classes = 1 bit
     assert explorer.entropy(10.0, 0) > explorer.entropy(1.0, 0) > explorer.entropy(0.5, 0)
-    explorer.slider.value = 4.0  # the widget redraws without error
-    assert explorer.distribution(4.0, 0)[0] == pytest.approx(1 / (1 + np.exp(-0.5)))
+    assert explorer.picker.value == 0 and "T = 1.0: entropy" in explorer.readout.value  # opens on the surest example
+    explorer.slider.value = 4.0  # what the learner reads follows the slider: sigma([2, 0] / 4) and its entropy
+    q = 1 / (1 + np.exp(-0.5))
+    assert explorer.distribution(4.0, 0)[0] == pytest.approx(q)
+    bits = -(q * np.log2(q) + (1 - q) * np.log2(1 - q))
+    assert f"T = 4.0: entropy {bits:.4f} bits</span>; neg {q:.3f}, pos {1 - q:.3f}" in explorer.readout.value
 
 
 def test_one_learning_rate_rule_for_every_student_kind():

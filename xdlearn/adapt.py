@@ -83,6 +83,15 @@ class MaskedLM(Objective):
         self.tokenizer, self.probability = tokenizer, probability
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
+    def get_extra_state(self) -> dict:
+        """The mask generator's state (saved in checkpoints): a resumed run draws the masks an uninterrupted one would."""
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Continue the masks where a checkpoint left them."""
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
     def decoder_weight(self, model: nn.Module) -> torch.Tensor:
         """The output projection: the model's word embeddings themselves (weight tying)."""
         return getattr(model, "module", model).get_input_embeddings().weight
@@ -173,8 +182,8 @@ class DomainAdversarial(Objective):
     tweets, 16 + 16 sentences a step): with the discriminator at the encoder's rate, the encoder learned to make it
     confidently *wrong* (domain accuracy 0.17 at ``weight`` 0.1, 0.04 at 0.3, chance 0.5), hence the defaults: the
     largest lambda (``weight``) 0.1 and a 10x faster discriminator. Under ``torchrun`` each process draws the whole
-    target stream (not sharded); after a resume the target stream starts a new pass (the source batches continue
-    exactly).
+    target stream (not sharded). The stream's position (pass and batches drawn) is part of ``state_dict``, so a run
+    resumed from a checkpoint draws the very target batches an uninterrupted one would.
     """
 
     def __init__(self, target_data: Dataset, tokenizer, hidden_size: int, batch_size: int = 32, weight: float = 0.1,
@@ -191,7 +200,7 @@ class DomainAdversarial(Objective):
                                   max_length=max_length)
         self.weight, self.gamma, self.progress = weight, gamma, 0.0
         self.discriminator_lr_scale = discriminator_lr_scale
-        self._epoch, self._batches = 0, iter(())
+        self._epoch, self._drawn, self._batches = 0, 0, iter(())
 
     def set_progress(self, fraction: float) -> None:
         self.progress = fraction
@@ -204,11 +213,30 @@ class DomainAdversarial(Objective):
         """The next unlabeled target batch; a new shuffled pass over the target text when one runs out."""
         batch = next(self._batches, None)
         if batch is None:
-            self.loader.batch_sampler.set_epoch(self._epoch)
-            self._epoch += 1
-            self._batches = iter(self.loader)
+            self._start_pass(self._epoch)
             batch = next(self._batches)
+        self._drawn += 1
         return batch
+
+    def _start_pass(self, epoch: int, skip: int = 0) -> None:
+        """Begin pass ``epoch`` over the target text (its own seeded order), ``skip`` batches into it."""
+        self.loader.batch_sampler.set_epoch(epoch)
+        self._epoch, self._drawn = epoch + 1, skip
+        self._batches = iter(self.loader)
+        for _ in range(skip):
+            next(self._batches)
+
+    def get_extra_state(self) -> dict:
+        """Where the target stream stands (saved in checkpoints with the discriminator's weights)."""
+        return {"passes_started": self._epoch, "batches_drawn": self._drawn}
+
+    def set_extra_state(self, state: dict) -> None:
+        """Continue the target stream where a checkpoint left it: same pass, next batch."""
+        started, drawn = int(state["passes_started"]), int(state["batches_drawn"])
+        if started == 0:
+            self._epoch, self._drawn, self._batches = 0, 0, iter(())
+        else:
+            self._start_pass(started - 1, skip=drawn)
 
     def forward(self, model: nn.Module, batch: dict) -> dict:
         logits, source = sentence_features(model, batch)

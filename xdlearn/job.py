@@ -88,6 +88,7 @@ class JobConfig:
                 raise ValueError(f"{name} must be a finite number above 0, got {value}")
         if self.seed < 0:
             raise ValueError(f"seed must be at least 0, got {self.seed}")
+        models.check_model(teacher or self.model)  # a damaged model directory fails here, not after training
         if self.teacher_model:
             check_teacher_model(self.teacher_model, self.student, teacher)
         if self.student:
@@ -236,32 +237,10 @@ def unlabeled_pool(cfg: JobConfig, splits: dict) -> "data.Dataset":
 
 
 def adapt_source(cfg: JobConfig, splits: dict, out: Path, started: float) -> dict:
-    """A source model that has also seen unlabeled target text (``--adapt``), scored before and after the budget.
-
-    ``mlm``: continue masked-LM pretraining on the target text, then fine-tune on the source labels.
-    ``dann``: fine-tune on the source labels with a domain-adversarial loss against the target text.
-    """
+    """A source model that has also seen unlabeled target text (``--adapt``), scored before and after the budget."""
     set_seed(cfg.seed)  # each stage from its own seed: a resumed run draws what an uninterrupted one would
     pool, source = unlabeled_pool(cfg, splits), splits[cfg.source]["train"]
-    model, tokenizer = models.load_pretrained(cfg.model, labels=class_names(source), seed=cfg.seed)
-    if cfg.adapt == "mlm":
-        _log(f"continued masked-LM pretraining on {len(pool)} unlabeled {cfg.target} sentences", started)
-        fit(model, pool, adapt.MaskedLM(model, tokenizer, seed=cfg.seed), tokenizer=tokenizer,
-            epochs=cfg.adapt_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
-            max_tokens=cfg.max_tokens, **resumable("mlm"))
-        encoder = adapt.save_encoder(model, tokenizer, out / "adapted-encoder")
-        del model
-        _log(f"fine-tuning the adapted encoder on {len(source)} {cfg.source} labels", started)
-        model, tokenizer, _ = fine_tune(source, encoder, labels=class_names(source), seed=cfg.seed, epochs=cfg.epochs,
-                                        batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress,
-                                        max_tokens=cfg.max_tokens, **resumable("mlm-source"))
-    else:
-        _log(f"domain-adversarial fine-tuning on {len(source)} {cfg.source} labels "
-             f"against {len(pool)} unlabeled {cfg.target} sentences", started)
-        objective = adapt.DomainAdversarial(pool, tokenizer, model.config.hidden_size, cfg.batch_size,
-                                            seed=cfg.seed)
-        fit(model, source, objective, tokenizer=tokenizer, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, max_tokens=cfg.max_tokens, **resumable("dann"))
+    model, tokenizer, history = _train_with_target_text(cfg, pool, source, out, started)
     tests = {d: splits[d]["test"] for d in (cfg.source, cfg.target)}
     before = _accuracies(evaluate.evaluate_domains(model, tests, tokenizer))
     labels = data.sample_labels(splits[cfg.target]["train"], cfg.budget, seed=cfg.seed)
@@ -269,10 +248,38 @@ def adapt_source(cfg: JobConfig, splits: dict, out: Path, started: float) -> dic
     fit(model, labels, tokenizer=tokenizer, epochs=cfg.target_epochs, batch_size=min(cfg.batch_size, 16),
         lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, max_tokens=cfg.max_tokens, **resumable("adapted-target"))
     after = _accuracies(evaluate.evaluate_domains(model, tests, tokenizer))
-    return {"method": cfg.adapt, "unlabeled_sentences": len(pool), "target_zero_labels": before[cfg.target],
+    return {"method": cfg.adapt, "unlabeled_sentences": len(pool),
+            "train_loss": round(history.last["train_loss"], 4),  # the last epoch on the target text (MLM or DANN)
+            "target_zero_labels": before[cfg.target],
             "target_after_budget": after[cfg.target], "source_zero_labels": before[cfg.source],
             "source_after_budget": after[cfg.source],
             "encoder_path": str(out / "adapted-encoder") if cfg.adapt == "mlm" else None}
+
+
+def _train_with_target_text(cfg: JobConfig, pool, source, out: Path, started: float) -> tuple:
+    """The source model trained with the unlabeled ``pool``; returns (model, tokenizer, history of that pass).
+
+    ``mlm``: continue masked-LM pretraining on the target text, then fine-tune on the source labels.
+    ``dann``: fine-tune on the source labels with a domain-adversarial loss against the target text.
+    """
+    model, tokenizer = models.load_pretrained(cfg.model, labels=class_names(source), seed=cfg.seed)
+    settings = dict(tokenizer=tokenizer, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
+                    max_tokens=cfg.max_tokens)
+    if cfg.adapt == "dann":
+        _log(f"domain-adversarial fine-tuning on {len(source)} {cfg.source} labels "
+             f"against {len(pool)} unlabeled {cfg.target} sentences", started)
+        objective = adapt.DomainAdversarial(pool, tokenizer, model.config.hidden_size, cfg.batch_size, seed=cfg.seed)
+        return model, tokenizer, fit(model, source, objective, epochs=cfg.epochs, **settings, **resumable("dann"))
+    _log(f"continued masked-LM pretraining on {len(pool)} unlabeled {cfg.target} sentences", started)
+    history = fit(model, pool, adapt.MaskedLM(model, tokenizer, seed=cfg.seed), epochs=cfg.adapt_epochs,
+                  **settings, **resumable("mlm"))
+    encoder = adapt.save_encoder(model, tokenizer, out / "adapted-encoder")
+    del model
+    _log(f"fine-tuning the adapted encoder on {len(source)} {cfg.source} labels", started)
+    model, tokenizer, _ = fine_tune(source, encoder, labels=class_names(source), seed=cfg.seed, epochs=cfg.epochs,
+                                    batch_size=cfg.batch_size, lr=cfg.lr, progress=cfg.progress,
+                                    max_tokens=cfg.max_tokens, **resumable("mlm-source"))
+    return model, tokenizer, history
 
 
 def distill_to_student(cfg: JobConfig, splits: dict, teacher, tokenizer, started: float) -> dict:
@@ -525,9 +532,7 @@ def run_distill_job(cfg: JobConfig | None = None, teacher: str | Path | None = N
     """``xdlearn distill``: distil a fine-tuned teacher (a saved directory, or one trained here on the
     target budget) into ``cfg.student`` on unlabeled target text; write a report and the student."""
     cfg = cfg or JobConfig()
-    if teacher is not None:
-        models.resolve_model(teacher)  # a bad path fails before any folder is made
-    cfg.check(teacher=str(teacher) if teacher is not None else None)
+    cfg.check(teacher=str(teacher) if teacher is not None else None)  # a bad --teacher fails before any folder
     splits = job_splits(cfg, own_domains(cfg, need_source=False), [cfg.target])
     out = new_output_dir(out_dir)
     print(f"xdlearn: writing the distillation report to {out}", flush=True)

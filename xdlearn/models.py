@@ -109,6 +109,46 @@ def readable_weights(path):
         raise ModelError(f"{path}: its weights file is damaged ({err}); save or copy the model again") from None
 
 
+def check_model(name_or_path: str | os.PathLike | None = None) -> str:
+    """Read a model directory's config, every weight and its tokenizer now, so a damaged one fails before any work.
+
+    Returns what ``resolve_model`` gives; a hub name that is not on disk is left to ``from_pretrained``.
+    """
+    source = resolve_model(name_or_path)
+    path = Path(source)
+    if not path.is_dir():
+        return source
+    from transformers import AutoConfig
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelError(f"{path / 'config.json'}: damaged or not a model's config ({err})") from None
+    _check_weights(path)
+    try:
+        size = len(load_tokenizer(source))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ModelError(f"{path}: its tokenizer cannot be loaded ({err}); save the tokenizer with the model") from None
+    vocab = getattr(config, "vocab_size", None) or size
+    if not vocab / 2 <= size <= vocab:  # transformers builds a near-empty tokenizer when its files are missing
+        raise ModelError(f"{path}: its tokenizer has {size} tokens for a model of {vocab} token embeddings (its "
+                         "files are missing, damaged or of another model); save the model's own tokenizer with it")
+    return source
+
+
+def _check_weights(path: Path) -> None:
+    """Every safetensors file of a model directory loads whole and holds finite numbers only."""
+    from safetensors.torch import load_file
+    files = sorted(path.glob("*.safetensors"))
+    if not files and not any(path.glob("pytorch_model*.bin")):
+        raise ModelError(f"{path}: no weights file (model.safetensors); save the model with save_pretrained")
+    for file in files:
+        with readable_weights(path):
+            tensors = load_file(str(file))
+        if any(t.is_floating_point() and not torch.isfinite(t).all() for t in tensors.values()):
+            raise ModelError(f"{file}: holds non-finite weights (NaN or inf); the model is damaged")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike | None = None):
     """The tokenizer that belongs to a model name or directory."""
     from transformers import AutoTokenizer
