@@ -158,13 +158,13 @@ def trainer_runner(grouped: bool) -> Callable[[Setup, nn.Module], dict]:
 
 
 def run_bare_loop(setup: Setup, model: nn.Module) -> dict:
-    """Only the loop: fit's loader, fit's AdamW groups, transformers' linear warm-up schedule, fit's clipping."""
+    """Only the loop: fit's loader, AdamW groups, schedule and clipping, so the two differ in nothing but the loop."""
     runtime.set_seed(SEED)
     loader = setup.loader()
     groups = train.parameter_groups(model, FIT["lr"], FIT["weight_decay"])
     optimizer = torch.optim.AdamW(groups, lr=FIT["lr"], fused=True)  # fit's optimiser, so only the loop differs
     total = setup.epochs * len(loader)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(FIT["warmup"] * total), total)
+    scheduler = train.linear_warmup_decay(optimizer, int(FIT["warmup"] * total), total)  # fit's, so only the loop differs
     model.train()
     for epoch in range(setup.epochs):
         loader.batch_sampler.set_epoch(epoch)  # as fit does: each epoch its own shuffle
@@ -244,7 +244,7 @@ def phase_profile(setup: Setup) -> dict:
     loader = setup.loader()
     optimizer = torch.optim.AdamW(train.parameter_groups(model, FIT["lr"], FIT["weight_decay"]), lr=FIT["lr"],
                                   fused=True)
-    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(FIT["warmup"] * len(loader)), len(loader))
+    scheduler = train.linear_warmup_decay(optimizer, int(FIT["warmup"] * len(loader)), len(loader))
     model.train()
     marks = [time.perf_counter()]
     for batch in loader:
@@ -644,7 +644,7 @@ def settings_section(result: dict) -> list[str]:
            "('group by length' sets train_sampling_strategy='group_by_length', or group_by_length=True on older "
            "transformers).",
            "- Bare loop: fit's loader (`train.as_loader`), `torch.optim.AdamW(train.parameter_groups(...))` (weight "
-           "decay except biases and LayerNorm, as fit and Trainer), `transformers.get_linear_schedule_with_warmup`, "
+           "decay except biases and LayerNorm, as fit and Trainer), fit's `train.linear_warmup_decay` schedule, "
            "`clip_grad_norm_(foreach=True)` to fit's max_grad_norm, fused AdamW as fit, `model(**batch).loss` (the model's own cross-entropy)."]
     if result["variants"]:
         out.append("- Variants: AdamW for-loop and foreach through fit's `optimizer_groups` (torch reads both per group); "

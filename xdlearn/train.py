@@ -24,7 +24,6 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from . import checkpoint
 from .data import BINARY, make_loader
@@ -98,6 +97,20 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float) -> list[d
     groups = [{"params": decay, "weight_decay": weight_decay, "lr": lr},
               {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
     return [g for g in groups if g["params"]]
+
+
+def linear_warmup_decay(optimizer, warmup_steps: int, total_steps: int):
+    """Learning rate rises linearly for ``warmup_steps``, then falls linearly to 0 at ``total_steps``.
+
+    ``transformers.get_linear_schedule_with_warmup`` with the warm-up one step ahead: its first step runs at rate 0
+    and moves no weight; here step ``t`` of the warm-up uses ``(t + 1) / warmup_steps`` of the rate. After the
+    warm-up the two are identical (lesson 02 checks both facts).
+    """
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def data_fingerprint(loader: DataLoader) -> str:
@@ -263,7 +276,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     groups = groups + objective.optimizer_groups(lr, weight_decay)  # an objective's own parameters, at its rate
     optimizer = torch.optim.AdamW(groups, lr=lr, fused=True)  # one kernel for all weights, not a loop per tensor
     total_steps = epochs * len(prepared)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)  # up, then down to 0
+    scheduler = linear_warmup_decay(optimizer, int(warmup * total_steps), total_steps)
     run = {"epochs": epochs, "steps_per_epoch": len(prepared), "seed": seed, "lr": lr, "batch_size": batch_size,
            "weight_decay": weight_decay, "warmup": warmup, "max_grad_norm": max_grad_norm, "max_length": max_length,
            "processes": accelerator.num_processes,
