@@ -139,14 +139,19 @@ def test_a_lesson_page_shows_its_figures(lesson_pages, lesson):
     assert not broken, f"{lesson}: {len(broken)} of {len(images)} images did not load: {broken}"
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_a_lesson_page_renders_its_widgets_from_their_saved_state(lesson_pages, lesson):
-    page = lesson_pages[lesson].page
+def wait_for_widgets(page, lesson: str) -> int:
+    """Wait until the page has rendered as many widgets as its saved outputs hold; return that number."""
     views = widget_views(lesson)
     if views:
         page.wait_for_function(f"document.querySelectorAll('.widget-subarea .jupyter-widgets').length >= {views}",
                                timeout=WIDGET_TIMEOUT_MS)
-    else:   # a lesson without widgets must not show a widget's remains either
+    return views
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_a_lesson_page_renders_its_widgets_from_their_saved_state(lesson_pages, lesson):
+    page = lesson_pages[lesson].page
+    if not wait_for_widgets(page, lesson):   # a lesson without widgets must not show a widget's remains either
         assert page.locator(".widget-subarea").count() == 0
     outputs = " ".join(page.locator(".cell_output").all_inner_texts()).lower()   # outputs, not the prose
     assert not [p for p in PLACEHOLDERS if p.lower() in outputs], f"{lesson}: a widget did not render"
@@ -157,6 +162,7 @@ def test_a_lesson_page_renders_its_widgets_from_their_saved_state(lesson_pages, 
 def test_no_page_shows_a_progress_bar_of_the_build(lesson_pages, lesson):
     """tqdm bars are off while the book executes; only a training board (lesson 05) carries a bar, on purpose."""
     page = lesson_pages[lesson].page
+    wait_for_widgets(page, lesson)   # every saved widget drawn: a bar in the saved state would show now
     bars = page.locator(".widget-subarea .widget-hprogress").count()
     boards = page.locator(".widget-subarea", has=page.locator(".widget-hprogress"),
                           has_text="step").count()
