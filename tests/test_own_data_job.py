@@ -5,6 +5,7 @@ A tiny saved BERT (``--model``) keeps these runs to seconds; the real MiniLM run
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -87,10 +88,36 @@ def test_the_main_job_runs_on_a_folder_of_review_files(tmp_path, tiny_dir, capsy
     assert "# xdlearn report: dvd -> toys" in (out / "report.md").read_text()
 
 
+def latin1_shops_csv(path: Path, rows: int = 20) -> tuple[Path, int]:
+    """The shops CSV in Latin-1, its first text starting with 'caf\u00e9 ': the file and the offset of that byte 0xe9."""
+    lines = write_shops_csv(path, rows).read_text().splitlines(keepends=True)
+    lines[1] = "caf\u00e9 " + lines[1]
+    path.write_bytes("".join(lines).encode("latin-1"))
+    return path, len(lines[0]) + 3
+
+
+def with_label(path: Path, row: int, label: str) -> Path:
+    """The shops CSV with data row ``row`` (1-based) given the label ``label``."""
+    lines = path.read_text().splitlines(keepends=True)
+    body, _, shop = lines[row].rsplit(",", 2)
+    lines[row] = f"{body},{label},{shop}"
+    path.write_text("".join(lines))
+    return path
+
+
 def own_data_errors(tmp_path: Path) -> dict:
     """Bad own-data invocations: (extra arguments, what the message must say)."""
     csv = write_shops_csv(tmp_path / "shops.csv", rows=20)
+    latin1, offset = latin1_shops_csv(tmp_path / "latin1.csv")
+    columns = ["--text-column", "body", "--label-column", "stars", "--domain-column", "shop", "--source", "books",
+               "--target", "kitchen", "--test-size", "4", "--validation-size", "4"]
     return {
+        "a Latin-1 file without --encoding": (["--data", str(latin1), *columns],
+                                              (rf"latin1.csv: byte 0xe9 at offset {offset} \(line 2\) is not valid UTF-8; "
+                                               r".*--encoding latin-1")),
+        "a label outside --labels": (["--data", str(with_label(write_shops_csv(tmp_path / "meh.csv", rows=20), 3, "meh")),
+                                      *columns, "--labels", "neg,pos"],
+                                     r"meh.csv, column 'stars', row 3: label 'meh' is not one of \['neg', 'pos'\]"),
         "a misspelt column": (["--data", str(csv), "--text-column", "bdy", "--label-column", "stars"],
                               r"shops.csv: missing column\(s\) \['bdy'\]"),
         "a source the data lacks": (["--data", str(csv), "--text-column", "body", "--label-column", "stars",
@@ -109,7 +136,8 @@ def own_data_errors(tmp_path: Path) -> dict:
 
 
 @pytest.mark.parametrize("case", ["a misspelt column", "a source the data lacks", "one file without a domain column",
-                                  "files and reviews", "a missing review folder", "a domain too small"])
+                                  "files and reviews", "a missing review folder", "a domain too small",
+                                  "a Latin-1 file without --encoding", "a label outside --labels"])
 def test_bad_own_data_stops_before_anything_is_written(tmp_path, capsys, case):
     arguments, message = own_data_errors(tmp_path)[case]
     out = tmp_path / "out"
@@ -117,6 +145,45 @@ def test_bad_own_data_stops_before_anything_is_written(tmp_path, capsys, case):
     import re
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()  # bad data stops the run before its folder is made
+
+
+def test_encoding_and_labels_options_reach_the_reader(tmp_path, tiny_dir, monkeypatch):
+    seen = {}
+
+    def record(cfg, splits, out, started, results):  # stands in for the training stages: only loading is tested
+        seen.update(splits=splits)
+        results["stage"] = "done"
+    monkeypatch.setattr(job, "_run_stages", record)
+    latin1, _ = latin1_shops_csv(tmp_path / "latin1.csv")
+    assert cli.main(["run", "--data", str(latin1), "--encoding", "latin-1", "--labels", "pos,neg", "--model", tiny_dir,
+                     "--text-column", "body", "--label-column", "stars", "--domain-column", "shop", "--source", "books",
+                     "--target", "kitchen", "--test-size", "4", "--validation-size", "4", "--no-progress",
+                     "--out", str(tmp_path / "out")]) == 0
+    stars = dict(line.rsplit(",", 2)[:2] for line in latin1.read_text("latin-1").splitlines()[1:])  # body: stars
+    loaded = [(text, job.class_names(part)[label]) for domain in seen["splits"].values() for part in domain.values()
+              for text, label in zip(part["text"], part["label"])]
+    assert job.class_names(seen["splits"]["books"]["train"]) == ["pos", "neg"]  # --labels order: pos is id 0
+    assert any(text.startswith("caf\u00e9 ") for text, _ in loaded) and len(loaded) == 40
+    assert all(stars[text] == label for text, label in loaded)
+
+
+def test_a_run_that_diverges_exits_2_and_keeps_what_it_measured(tmp_path, tiny_dir, monkeypatch, capsys):
+    from test_robustness import BreaksAt
+    from xdlearn import checkpoint, train
+
+    def diverging(model, data, objective=None, **settings):  # the target fine-tuning's loss turns NaN at step 2
+        return train.fit(model, data, BreaksAt(2, "loss"), **settings)
+    monkeypatch.setattr(job, "fit", diverging)
+    out = tmp_path / "out"
+    assert cli.main(["run", "--data", str(write_shops_csv(tmp_path / "shops.csv", rows=40)), "--model", tiny_dir,
+                     *RUN, "--source-only", "--student", "", "--adapt", "none", "--out", str(out)]) == 2
+    assert "xdlearn: error: training diverged at step 2 (epoch 2)" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed"]["stage"] == "fine-tuning for the target"
+    assert results["failed"]["error"].startswith("TrainingDiverged: training diverged at step 2 (epoch 2)")
+    assert 0 <= results["transfer_matrix"]["books"]["kitchen"] <= 1  # measured before the failure, kept
+    assert "target" not in results and not (out / "model").exists()  # nothing trained into NaN was saved or served
+    assert checkpoint.load(out / job.STATE / "fit-target")[0] == 0  # epoch 1's (finite) checkpoint, not the bad step
 
 
 def test_a_late_failure_keeps_the_report_and_every_number_measured(tmp_path, tiny_dir, monkeypatch):
@@ -144,6 +211,33 @@ def test_output_folders_are_used_when_empty_and_never_shared(tmp_path):
     taken = [job.new_output_dir(empty) for _ in range(3)]  # the same second: three different folders
     assert len(set(taken)) == 3 and all(p.parent == empty.resolve() for p in taken)
     assert job.new_output_dir(tmp_path / "new" / "deep") == (tmp_path / "new" / "deep").resolve()
+
+
+ROUNDS = 50   # a check-then-mkdir race shows in about 1 round in 17 here; 50 rounds catch it nearly always (0.6 s)
+
+
+def test_runs_started_at_the_same_moment_get_different_folders(tmp_path, monkeypatch):
+    """Threads released at once by a barrier pick their folders together, as runs started together without --out."""
+    monkeypatch.chdir(tmp_path)  # without --out a run writes under ./xdlearn-output
+    picked, errors = [], []
+
+    def pick(start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            picked.append(job.new_output_dir(None))
+        except Exception as err:  # reported below, not lost in the thread
+            errors.append(err)
+    for _ in range(ROUNDS):  # the first round races for the empty folder itself, the others for run-<time> folders
+        start = threading.Barrier(8)
+        threads = [threading.Thread(target=pick, args=(start,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors and len(picked) == len(set(picked)) == 8 * ROUNDS
+    base = (tmp_path / "xdlearn-output").resolve()
+    assert picked.count(base) == 1 and all(p == base or p.parent == base for p in picked)
+    assert all((p / job.RUN_MARKER).is_file() for p in picked)
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))

@@ -12,6 +12,7 @@ import torch
 
 from xdlearn import checkpoint, objectives, train
 from conftest import Interrupt, StopAfterFirstEpoch, make_tiny_model, toy_sentences
+from test_own_data_job import SMALL, write_shops_csv
 
 
 # ---- divergence -------------------------------------------------------------------------------------------
@@ -43,10 +44,38 @@ def test_a_non_finite_loss_or_gradient_stops_training_at_its_step(tokenizer, tmp
 
 
 @pytest.mark.parametrize("setting, value", [("lr", -1.0), ("lr", 0.0), ("lr", float("nan")), ("warmup", 2.0),
-                                            ("epochs", 0), ("batch_size", 0), ("weight_decay", -0.1)])
+                                            ("epochs", 0), ("batch_size", 0), ("weight_decay", -0.1),
+                                            ("max_length", 1), ("max_grad_norm", -1.0), ("max_grad_norm", float("nan"))])
 def test_fit_refuses_impossible_settings_before_any_work(tiny_model, setting, value):
     with pytest.raises(ValueError, match=rf"{setting}={value!r}: must be"):
         train.fit(tiny_model, toy_sentences(8), progress=False, **{setting: value})
+
+
+BAD_JOB_SETTINGS = [  # (option, bad value, the error the command prints)
+    ("train_size", "0", "train_size must be at least 1, got 0"), ("epochs", "0", "epochs must be at least 1, got 0"),
+    ("target_epochs", "-2", "target_epochs must be at least 1, got -2"),
+    ("test_size", "0", "test_size must be at least 1, got 0"), ("batch_size", "0", "batch_size must be at least 1, got 0"),
+    ("transfer_size", "0", "transfer_size must be at least 1, got 0"),
+    ("distill_epochs", "0", "distill_epochs must be at least 1, got 0"),
+    ("adapt_epochs", "0", "adapt_epochs must be at least 1, got 0"), ("seed", "-1", "seed must be at least 0, got -1"),
+    ("budget", "0", "budget must be at least 1, got 0"), ("validation_size", "0", "validation_size must be at least 1, got 0"),
+    ("max_tokens", "0", "max_tokens must be at least 1, got 0"), ("lr", "nan", "lr must be a finite number above 0, got nan"),
+    ("temperature", "-1", "temperature must be a finite number above 0, got -1.0"),
+]
+
+
+@pytest.mark.parametrize("command", ["run", "distill"])
+@pytest.mark.parametrize("setting, value, message", BAD_JOB_SETTINGS)
+def test_a_bad_job_setting_is_refused_naming_it_before_any_folder(tmp_path, tiny_dir, capsys, command, setting,
+                                                                   value, message):
+    from xdlearn import cli
+    out = tmp_path / "out"
+    good = ["--data", str(write_shops_csv(tmp_path / "shops.csv", rows=40)), "--text-column", "body",
+            "--label-column", "stars", "--domain-column", "shop", "--source", "books", "--target", "kitchen",
+            "--model", tiny_dir, "--student", "cnn", *SMALL, *(["--source-only"] if command == "run" else [])]
+    assert cli.main([command, *good, f"--{setting.replace('_', '-')}", value, "--out", str(out)]) == 2
+    assert f"xdlearn: error: {message}" in capsys.readouterr().err
+    assert not out.exists()  # refused before the output folder was made
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -205,9 +234,18 @@ BAD_TABLES = {  # case: (file, load_table options, what the message must say)
     "JSON columns of different lengths": (writer("c.json", {"text": ["a", "b"], "label": [1]}), {},
                                           r"c.json: the JSON columns have different lengths"),
     "a non-UTF-8 byte": (writer("u.csv", "text,label\ncaf\u00e9 au lait,1\n".encode("latin-1")), {},
-                         r"u.csv: byte 0xe9 at offset 14 is not valid UTF-8; pass encoding="),
+                         r"u.csv: byte 0xe9 at offset 14 \(line 2\) is not valid UTF-8; pass encoding="),
     "a wrong encoding= name": (writer("w.csv", b"text,label\nok,1\n"), {"encoding": "no-such-codec"},
                                r"w.csv: unknown encoding 'no-such-codec'"),
+    "null (empty) text in TSV": (writer("t.tsv", b"text\tlabel\nok\t1\n\t0\n"), {},
+                                 r"t.tsv: column 'text' is empty in row\(s\) \[2\]"),
+    "a number as text in JSON lines": (writer("n.jsonl", b'{"text": "ok", "label": 1}\n{"text": 7, "label": 0}\n'),
+                                       {}, r"n.jsonl: column 'text', row 2: 7 is a int, not text"),
+    "a list as text in JSON lines": (writer("n.jsonl", b'{"text": ["a", "b"], "label": 1}\n'),
+                                     {}, r"n.jsonl: column 'text', row 1: \['a', 'b'\] is a list, not text"),
+    "an empty JSON object": (writer("o.json", {}), {}, r"o.json: no rows and no columns"),
+    "an empty JSON lines file": (writer("z.jsonl", b""), {}, r"z.jsonl: the file is empty"),
+    "a JSON lines file of blank lines": (writer("b.jsonl", b"\n  \n\n"), {}, r"b.jsonl: no rows and no columns"),
 }
 
 
@@ -286,7 +324,7 @@ def test_reviews_are_decoded_one_by_one(tmp_path):
     path = tmp_path / "positive.review"
     path.write_bytes(utf8 + latin)
     assert data.parse_review_file(path) == ["a na\u00efve \u201cclassic\u201d", "caf\u00e9 quality"]
-    with pytest.raises(data.DataError, match=r"positive.review: byte 0xe9 at offset \d+ is not valid utf-8"):
+    with pytest.raises(data.DataError, match=r"positive.review: byte 0xe9 at offset \d+ \(line 2\) is not valid utf-8"):
         data.parse_review_file(path, encoding="utf-8")
     assert data.parse_review_file(tmp_path / "positive.review", encoding="latin-1")[1] == "caf\u00e9 quality"
 

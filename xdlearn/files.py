@@ -14,7 +14,7 @@ from pathlib import Path
 
 READERS = {".csv": "csv", ".tsv": "tsv", ".txt": "tsv", ".json": "json", ".jsonl": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
-ENCODING_HINT = "pass encoding= with the file's encoding (e.g. encoding='latin-1')"
+ENCODING_HINT = "pass encoding= with the file's encoding (e.g. encoding='latin-1'; on the command line, --encoding latin-1)"
 
 
 class DataError(ValueError):
@@ -22,11 +22,12 @@ class DataError(ValueError):
 
 
 def decode(raw: bytes, path: Path, encoding: str | None) -> str:
-    """Bytes as text in ``encoding`` (UTF-8 by default), naming the first byte that does not decode."""
+    """Bytes as text in ``encoding`` (UTF-8 by default), naming the first byte that does not decode and its line."""
     try:
         return raw.decode(encoding or "utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: byte {raw[err.start]:#04x} at offset {err.start} is not valid "
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}: byte {raw[err.start]:#04x} at offset {err.start} (line {line}) is not valid "
                         f"{encoding or 'UTF-8'}; {ENCODING_HINT}") from None
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r}") from None
