@@ -131,8 +131,8 @@ def kernel_environment() -> None:
     """Kernels inherit this process's environment: put this checkout first on PYTHONPATH, and no progress bars.
 
     A tqdm bar is a widget in a notebook: on a static page it would only show a run that ended at build time.
-    ``TQDM_DISABLE`` turns every tqdm bar off (the library's and those of datasets and transformers); widgets a
-    lesson shows on purpose, such as the training board, are not tqdm bars and stay.
+    ``TQDM_DISABLE`` turns off the library's bars (``runtime.progress_wanted``; tqdm's own notebook bar ignores the
+    variable) and tqdm's terminal bars; widgets a lesson shows on purpose, such as the training board, stay.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
     paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]

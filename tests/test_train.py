@@ -163,3 +163,26 @@ def test_max_tokens_trains_exactly_as_the_whole_batch(tokenizer, toy):
 def test_max_tokens_must_be_positive(tiny_model, tokenizer, toy):
     with pytest.raises(ValueError, match="max_tokens"):
         train.fit(tiny_model, toy["train"], tokenizer=tokenizer, max_tokens=0, progress=False)
+
+
+def test_tqdm_disable_turns_off_fits_bar_even_where_tqdm_ignores_it(tiny_model, toy, tokenizer, monkeypatch):
+    """tqdm's notebook bar passes disable=False itself; fit reads TQDM_DISABLE so a book build draws no bars."""
+    asked = []
+
+    class Recorder:
+        def __init__(self, iterable, **kwargs):
+            self.iterable = iterable
+            asked.append(kwargs["disable"])
+
+        def __iter__(self):
+            return iter(self.iterable)
+
+        def set_postfix(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(train, "tqdm", Recorder)
+    settings = dict(tokenizer=tokenizer, epochs=1, lr=1e-3, batch_size=32, progress=True)
+    train.fit(tiny_model, toy["train"], **settings)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    train.fit(tiny_model, toy["train"], **settings)
+    assert asked == [False, True]

@@ -33,6 +33,15 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
+def progress_wanted(progress: bool) -> bool:
+    """Whether to draw a progress bar: asked for, and not switched off with ``TQDM_DISABLE=1``.
+
+    tqdm honours that variable in a terminal, but its notebook bar passes ``disable=False`` itself and so ignores it;
+    the book's build sets it so that no page shows a bar of a run that ended when the book was built.
+    """
+    return progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the OS, so a deleted model stops counting.
 

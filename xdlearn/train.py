@@ -30,7 +30,7 @@ from .data import BINARY, make_loader
 from .infer import predict
 from .metrics import metrics_from_logits
 from .objectives import CrossEntropy, Objective, accuracy_of
-from .runtime import release_memory, set_seed
+from .runtime import progress_wanted, release_memory, set_seed
 
 EPOCH_METRICS = ("accuracy", "macro_f1", "ece")   # scored on every evaluation set after each epoch
 EVAL_BATCH_FACTOR = 2                             # no gradients to keep: evaluation batches can be larger
@@ -295,7 +295,7 @@ def fit(model: nn.Module, train_data, objective: Objective | None = None, *, tok
     restore_rng(rng)  # after prepare(), which may draw random numbers of its own
     sampler = getattr(loader, "batch_sampler", None)
     schedule_of = accelerator.unwrap_model(objective)  # the objective itself, also when wrapped for DDP
-    show = progress and accelerator.is_main_process
+    show = progress_wanted(progress) and accelerator.is_main_process
     for epoch in range(start_epoch, epochs):
         if hasattr(prepared, "set_epoch"):
             prepared.set_epoch(epoch)  # Accelerate counts epochs itself; tell it where a resume starts
