@@ -135,7 +135,6 @@ def kernel_environment() -> None:
     variable) and tqdm's terminal bars; widgets a lesson shows on purpose, such as the training board, stay.
     """
     os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")   # transformers' bars (e.g. "Writing model shards")
     paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
