@@ -157,14 +157,19 @@ def trainer_runner(grouped: bool) -> Callable[[Setup, nn.Module], dict]:
     return run
 
 
-def run_bare_loop(setup: Setup, model: nn.Module) -> dict:
-    """Only the loop: fit's loader, AdamW groups, schedule and clipping, so the two differ in nothing but the loop."""
+def bare_loop_parts(setup: Setup, model: nn.Module, epochs: int) -> tuple:
+    """fit's loader, fused AdamW over fit's groups and fit's schedule, seeded as fit seeds: all but fit's loop."""
     runtime.set_seed(SEED)
     loader = setup.loader()
-    groups = train.parameter_groups(model, FIT["lr"], FIT["weight_decay"])
-    optimizer = torch.optim.AdamW(groups, lr=FIT["lr"], fused=True)  # fit's optimiser, so only the loop differs
-    total = setup.epochs * len(loader)
-    scheduler = train.linear_warmup_decay(optimizer, int(FIT["warmup"] * total), total)  # fit's, so only the loop differs
+    optimizer = torch.optim.AdamW(train.parameter_groups(model, FIT["lr"], FIT["weight_decay"]), lr=FIT["lr"],
+                                  fused=True)
+    total = epochs * len(loader)
+    return loader, optimizer, train.linear_warmup_decay(optimizer, int(FIT["warmup"] * total), total)
+
+
+def run_bare_loop(setup: Setup, model: nn.Module) -> dict:
+    """Only the loop: fit's loader, AdamW groups, schedule and clipping, so the two differ in nothing but the loop."""
+    loader, optimizer, scheduler = bare_loop_parts(setup, model, setup.epochs)
     model.train()
     for epoch in range(setup.epochs):
         loader.batch_sampler.set_epoch(epoch)  # as fit does: each epoch its own shuffle
@@ -240,11 +245,7 @@ def phase_profile(setup: Setup) -> dict:
     On a CPU every torch call returns when its work is done, so the clock between two calls times the first.
     """
     model, clock = fresh_model(), dict.fromkeys(PHASES, 0.0)
-    runtime.set_seed(SEED)
-    loader = setup.loader()
-    optimizer = torch.optim.AdamW(train.parameter_groups(model, FIT["lr"], FIT["weight_decay"]), lr=FIT["lr"],
-                                  fused=True)
-    scheduler = train.linear_warmup_decay(optimizer, int(FIT["warmup"] * len(loader)), len(loader))
+    loader, optimizer, scheduler = bare_loop_parts(setup, model, epochs=1)
     model.train()
     marks = [time.perf_counter()]
     for batch in loader:
