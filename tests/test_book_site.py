@@ -158,6 +158,17 @@ def test_a_lesson_page_renders_its_widgets_from_their_saved_state(lesson_pages, 
     assert lesson_pages[lesson].errors == []
 
 
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_page_shows_a_progress_bar_of_the_build(lesson_pages, lesson):
+    """tqdm bars are off while the book executes; only a training board (lesson 05) carries a bar, on purpose."""
+    page = lesson_pages[lesson].page
+    wait_for_widgets(page, lesson)   # every saved widget drawn: a bar in the saved state would show now
+    bars = page.locator(".widget-subarea .widget-hprogress").count()
+    boards = page.locator(".widget-subarea", has=page.locator(".widget-hprogress"),
+                          has_text="step").count()
+    assert bars == boards, f"{lesson}: {bars - boards} progress bar(s) left from the build on the page"
+
+
 def test_lesson_05_shows_the_board_the_explorer_and_the_comparison(lesson_pages):
     page = lesson_pages["notebooks/05_knowledge_distillation"].page
     page.wait_for_selector(".widget-subarea .widget-slider", timeout=WIDGET_TIMEOUT_MS)

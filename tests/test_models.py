@@ -51,3 +51,17 @@ def test_bad_local_paths_are_named(tmp_path):
         models.resolve_model(tmp_path)
     with pytest.raises(models.ModelError, match="not a model directory"):
         models.resolve_model(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("bars_before", [False, True])
+def test_quiet_loading_restores_the_bar_setting_it_found(bars_before):
+    """A load inside a lesson must not switch back on the bars ``lesson.setup()`` turned off (save_pretrained's)."""
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if bars_before else hf_logging.disable_progress_bar)()
+    try:
+        with models.quiet_transformers():
+            assert not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.is_progress_bar_enabled() is bars_before
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()

@@ -87,16 +87,20 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers():
-    """Silence transformers' load report and progress bars: a notebook should show our output only."""
+    """Silence transformers' load report and progress bars: a notebook should show our output only.
+
+    Both are restored as they were, so bars that ``lesson.setup()`` turned off stay off after a load.
+    """
     from transformers.utils import logging as hf_logging
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
