@@ -186,7 +186,9 @@ def student_lines(result: dict) -> list[str]:
     a, rows = result["args"], result["students"]
     lines = ["## Students of the MPNet teacher", "",
              f"Distilled on the teacher's cached logits over {a['transfer']} unlabeled tweets ({a['distill_epochs']} "
-             f"epochs, T={TEMPERATURE:g}, alpha=1); 'labels alone' = the same student, from the same start, trained "
+             f"epochs, T={TEMPERATURE:g}, alpha=1); 'labels alone' = the same student, from the same start (MiniLM: "
+             "its pretrained weights; the others: the fine-tuned teacher's layers or word embeddings, as the main job "
+             "builds them), trained "
              f"on the {a['labels']} labels for {a['alone_epochs']} epochs. Seeds {a['seeds']}: mean ± sd. Speed-up: "
              f"examples/s at batch {SPEED_BATCH} over {a['speed_sentences']} test sentences, student and teacher timed "
              "in turn; 'fewer FLOPs': the teacher's FLOPs per sentence over the student's on the same sentences.", "",
