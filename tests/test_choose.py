@@ -174,3 +174,24 @@ def test_budget_curves_place_a_zero_budget_on_the_axis():
     assert ax.get_xscale() == "symlog" and list(ax.lines[0].get_xdata()) == [0, 16, 64]
     assert ax.get_xlim()[0] < 0 < 16 < 64 < ax.get_xlim()[1] and ax.get_xlabel() == "sentences"
     plt.close(fig)
+
+
+def test_distil_each_gives_every_transfer_set_the_same_student_and_schedule(toy_target, tokenizer):
+    teacher = make_tiny_model(seed=3)
+    labelled, _ = choose.label(teacher, tokenizer, toy_target["transfer"], PLAN)
+    scores = choose.distil_each(teacher, tokenizer, {"a": labelled, "again": labelled}, 0, toy_target["test"], PLAN)
+    assert list(scores) == ["a", "again"] and all(0 <= s <= 1 for s in scores.values())
+    assert scores["a"] == scores["again"], "the same set from the same seed must give the same student"
+    student, _, _ = choose.distil(teacher, tokenizer, labelled, 0, PLAN)
+    assert scores["a"] == choose.score(student, tokenizer, toy_target["test"], PLAN)[0]
+
+
+def test_train_alone_trains_the_plan_s_student_on_the_labels_for_the_plan_s_epochs(toy_target, tokenizer):
+    teacher, labels = make_tiny_model(seed=3), data.sample_labels(toy_target["train"], 8, seed=0)
+    fresh = choose.plan_student(teacher, tokenizer, 0, PLAN)
+    alone, seconds = choose.train_alone(teacher, tokenizer, labels, 0, PLAN)
+    assert seconds > 0 and type(alone) is type(fresh)
+    moved = [not torch.equal(a, b) for a, b in zip(alone.state_dict().values(), fresh.state_dict().values())]
+    assert any(moved), "training on the labels should change the student's weights"
+    again, _ = choose.train_alone(teacher, tokenizer, labels, 0, PLAN, epochs=1)
+    assert not all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), again.state_dict().values()))

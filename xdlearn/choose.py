@@ -145,6 +145,33 @@ def score(model, tokenizer, test: Dataset, plan: Plan) -> tuple[float, np.ndarra
     return accuracy(test["label"], logits.argmax(-1)), logits
 
 
+def train_alone(teacher, tokenizer, labels: Dataset, seed: int, plan: Plan, epochs: int | None = None):
+    """The plan's student trained on ``labels`` alone, no teacher (the reference a distilled student must beat).
+
+    ``teacher`` only lends the student its shape and embeddings; ``epochs`` defaults to the plan's for that many
+    labels. Returns ``(student, seconds)``.
+    """
+    alone = plan_student(teacher, tokenizer, seed, plan)
+    history = train.fit(alone, labels, tokenizer=tokenizer, epochs=epochs or plan.epochs(len(labels)), seed=seed,
+                        **plan.fit_settings(plan.student_rate))
+    return alone, train_seconds(history)
+
+
+def distil_each(teacher, tokenizer, transfer_sets: Mapping[str, Dataset], seed: int, test: Dataset,
+                plan: Plan) -> dict[str, float]:
+    """Test accuracy of a student distilled on each transfer set (which carry teacher logits), all from ``seed``.
+
+    Every student starts from the same weights and sees the same schedule: the transfer set is the only difference.
+    """
+    scores = {}
+    for name, transfer in transfer_sets.items():
+        student, _, _ = distil(teacher, tokenizer, transfer, seed, plan)
+        scores[name] = score(student, tokenizer, test, plan)[0]
+        del student
+        release_memory()
+    return scores
+
+
 def _student_routes(teacher, tokenizer, labelled: Dataset, labels: Dataset | None, seed: int, plan: Plan,
                     test: Dataset, base: Run) -> dict[str, Run]:
     """Distil, then (given labels) fine-tune the same student on them, and train a student on the labels alone."""
@@ -159,10 +186,8 @@ def _student_routes(teacher, tokenizer, labelled: Dataset, labels: Dataset | Non
                            {**routes[DISTIL].seconds, STUDENT_TRAINING: train_seconds(history)},
                            {**routes[DISTIL].sentences, STUDENT_TRAINING: len(labels) * epochs})
         del student
-        alone = plan_student(teacher, tokenizer, seed, plan)
-        history = train.fit(alone, labels, tokenizer=tokenizer, epochs=epochs, seed=seed,
-                            **plan.fit_settings(plan.student_rate))
-        routes[LABELS_ONLY] = Run(*score(alone, tokenizer, test, plan), {STUDENT_TRAINING: train_seconds(history)},
+        alone, seconds = train_alone(teacher, tokenizer, labels, seed, plan)
+        routes[LABELS_ONLY] = Run(*score(alone, tokenizer, test, plan), {STUDENT_TRAINING: seconds},
                                   {STUDENT_TRAINING: len(labels) * epochs})
     return routes
 
