@@ -151,3 +151,24 @@ def test_label_with_teacher_adds_logits_and_argmax_labels(tokenizer, tmp_path):
     labelled = distill.label_with_teacher(teacher, pool, tokenizer, tmp_path)
     logits = np.asarray(labelled["teacher_logits"])
     assert list(labelled["label"]) == logits.argmax(-1).tolist()
+
+
+def test_soft_targets_by_class_averages_each_true_class_and_flattens_with_temperature():
+    logits = np.array([[4.0, 1.0, -2.0], [3.0, 2.0, -1.0], [-1.0, 0.5, 3.0], [0.0, 2.0, 0.0]])
+    labels = [0, 0, 2, 1]
+    table = distill.soft_targets_by_class(logits, labels)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert np.allclose(table[0], probs[:2].mean(0)) and np.allclose(table[2], probs[2])
+    assert np.allclose(table.sum(1), 1.0)
+    warm = distill.soft_targets_by_class(logits, labels, temperature=4.0)
+    assert warm[0, 2] > table[0, 2] and warm[0, 0] < table[0, 0]   # a higher T moves mass to the other classes
+
+
+def test_soft_targets_by_class_names_a_class_without_sentences_and_bad_labels():
+    logits = np.zeros((3, 3))
+    with pytest.raises(ValueError, match=r"classes without a sentence: \[1\]"):
+        distill.soft_targets_by_class(logits, [0, 2, 2])
+    with pytest.raises(ValueError, match=r"labels seen: \[0, 1, 2, 5\]"):
+        distill.soft_targets_by_class(np.zeros((4, 3)), [0, 1, 2, 5])
+    with pytest.raises(ValueError, match="one label per sentence"):
+        distill.soft_targets_by_class(logits, [0, 1])

@@ -44,6 +44,26 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * t * t
 
 
+def soft_targets_by_class(logits: np.ndarray, labels, temperature: float = 1.0) -> np.ndarray:
+    r"""A model's mean softened distribution per true class (rows) over classes (columns): where dark knowledge goes.
+
+    Row ``c`` averages :math:`\sigma(z/T)` over the sentences labelled ``c``; the off-diagonal mass is what soft
+    targets tell a student beyond the label (e.g. how much of a positive sentence the teacher reads as neutral).
+    """
+    from .metrics import softmax
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise ValueError(f"expected (sentences, classes) logits and one label per sentence, "
+                         f"got logits of shape {logits.shape} and {len(labels)} labels")
+    classes = logits.shape[1]
+    missing = [c for c in range(classes) if not (labels == c).any()]
+    if missing or not np.isin(labels, range(classes)).all():
+        raise ValueError(f"every class 0..{classes - 1} needs a sentence and no label may lie outside them; "
+                         f"classes without a sentence: {missing}, labels seen: {sorted(set(labels.tolist()))}")
+    probs = softmax(logits, temperature)
+    return np.stack([probs[labels == c].mean(0) for c in range(classes)])
+
+
 def use_eager_attention(model: nn.Module | None) -> None:
     """Switch a transformers model to eager attention, the implementation that returns attention maps."""
     config = getattr(model, "config", None)
