@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from xdlearn import data, distill, students, train
+from xdlearn.infer import predict
 from conftest import make_tiny_model, toy_sentences
 
 
@@ -172,3 +173,32 @@ def test_soft_targets_by_class_names_a_class_without_sentences_and_bad_labels():
         distill.soft_targets_by_class(np.zeros((4, 3)), [0, 1, 2, 5])
     with pytest.raises(ValueError, match="one label per sentence"):
         distill.soft_targets_by_class(logits, [0, 1])
+
+
+def test_distil_seeds_gives_one_reproducible_run_per_seed(tokenizer, toy, tmp_path):
+    teacher = make_tiny_model(seed=1)
+    transfer = distill.label_with_teacher(teacher, data.unlabeled(toy["train"].select(range(64))), tokenizer, tmp_path)
+    made = []
+
+    def objective():
+        made.append(distill.Distillation(temperature=2.0, alpha=1.0))
+        return made[-1]
+
+    runs = distill.distil_seeds(teacher, tokenizer, "cnn", transfer, toy["test"], [0, 1, 0], objective, epochs=1,
+                                keep_first=True, batch_size=16)
+    assert len(runs.logits) == len(runs.histories) == len(made) == 3 and len({id(o) for o in made}) == 3
+    assert runs.logits[0].shape == (len(toy["test"]), 2)
+    np.testing.assert_allclose(runs.logits[2], runs.logits[0], rtol=1e-5, atol=1e-6)   # a seed repeats
+    assert not np.allclose(runs.logits[1], runs.logits[0], atol=1e-3)                  # another seed is another draw
+    np.testing.assert_allclose(predict(runs.model, toy["test"], tokenizer), runs.logits[0], rtol=1e-5, atol=1e-6)
+    assert max(row["lr"] for row in runs.histories[0].steps) == pytest.approx(students.learning_rate("cnn"))
+    scores = runs.scores(toy["test"]["label"], runs.logits[0])
+    same = runs.logits[1].argmax(-1) == runs.logits[0].argmax(-1)
+    assert scores["agreement"][0] == 1.0 and scores["agreement"][1] == pytest.approx(same.mean())
+    assert scores["accuracy"][1] == pytest.approx(np.mean(runs.logits[1].argmax(-1) == np.array(toy["test"]["label"])))
+    assert all(0.0 <= e <= 1.0 for e in scores["ECE"]) and len(scores["ECE"]) == 3
+    without = distill.distil_seeds(teacher, tokenizer, "1-layer", transfer, toy["test"], [0], objective, epochs=1,
+                                   lr=3e-4, batch_size=16)
+    assert without.model is None and max(row["lr"] for row in without.histories[0].steps) == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="at least one seed"):
+        distill.distil_seeds(teacher, tokenizer, "cnn", transfer, toy["test"], [], objective, epochs=1)

@@ -31,3 +31,14 @@ def test_identical_runs_and_too_few_seeds():
     assert stats.verdict([0.70, 0.71, 0.72], [0.80, 0.82, 0.84], "A", "B").startswith("B beats A (-11.0")
     with pytest.raises(ValueError, match="at least 3"):
         stats.compare([0.8, 0.9], [0.7, 0.6, 0.5])
+
+
+def test_above_measures_a_mean_against_a_fixed_bar_in_standard_errors():
+    a = stats.above([0.97, 0.98, 0.99], 0.95)
+    assert a["mean"] == pytest.approx(0.98) and a["se"] == pytest.approx(0.01 / math.sqrt(3))
+    assert a["z"] == pytest.approx(0.03 / (0.01 / math.sqrt(3))) and a["beyond_noise"]
+    assert not stats.above([0.93, 0.97, 1.01], 0.95)["beyond_noise"]      # mean 0.97, but the spread is as large
+    assert not stats.above([0.90, 0.91, 0.92], 0.95)["beyond_noise"]      # below the bar: never "above" it
+    assert stats.above([0.75] * 3, 0.5)["z"] == np.inf and stats.above([0.5] * 3, 0.5)["z"] == 0.0   # exact in binary
+    with pytest.raises(ValueError, match="at least 3"):
+        stats.above([0.99, 0.98], 0.95)

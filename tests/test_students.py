@@ -204,3 +204,13 @@ def test_train_and_evaluate_import_neither_each_other_nor_anything_above_them():
     assert "train" not in relative_imports("evaluate")
     assert not relative_imports("train") & {"evaluate", "distill", "adapt", "job", "widgets"}
     assert relative_imports("runtime") == set() and relative_imports("metrics") == set()
+
+
+def test_profile_counts_a_students_size_and_work_and_measures_its_speed(tiny_model, tokenizer):
+    sentences = toy_sentences(16)
+    shallow = students.make_student(tiny_model, tokenizer, "1-layer")
+    whole, half = students.profile(tiny_model, sentences, tokenizer), students.profile(shallow, sentences, tokenizer)
+    assert whole["parameters"] == models.count_parameters(tiny_model)
+    assert whole["megabytes"] == pytest.approx(models.parameter_bytes(tiny_model) / 1e6)
+    assert whole["speed"] > 0 and half["parameters"] < whole["parameters"]
+    assert 0 < half["flops"] < whole["flops"]   # one layer of two: less arithmetic per sentence

@@ -16,8 +16,9 @@ import hashlib
 import json
 import random
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -240,6 +241,55 @@ def with_teacher_logits(ds: Dataset, logits: np.ndarray) -> Dataset:
         if TEACHER_LOGITS in ds.column_names:
             ds = ds.remove_columns(TEACHER_LOGITS)
         return ds.add_column(TEACHER_LOGITS, np.asarray(logits, dtype=np.float32).tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# One student kind distilled once per seed: what a comparison of students rests on
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SeedRuns:
+    """A student kind distilled once per seed: each seed's test logits and history, and the first seed's model."""
+
+    logits: list[np.ndarray] = field(default_factory=list)
+    histories: list = field(default_factory=list)
+    model: nn.Module | None = None   # the first seed's student, when asked for: size, speed and FLOPs need one
+
+    def scores(self, labels: Sequence[int], teacher_logits: np.ndarray) -> dict[str, list[float]]:
+        """Per seed: test accuracy, agreement with the teacher and calibration error, for ``stats`` to compare."""
+        from .metrics import accuracy, expected_calibration_error, softmax
+        teacher_classes = np.asarray(teacher_logits).argmax(-1)
+        return {"accuracy": [accuracy(labels, z.argmax(-1)) for z in self.logits],
+                "agreement": [float((z.argmax(-1) == teacher_classes).mean()) for z in self.logits],
+                "ECE": [expected_calibration_error(softmax(z), labels) for z in self.logits]}
+
+
+def distil_seeds(teacher: nn.Module, tokenizer, kind: str, transfer: Dataset, test: Dataset, seeds: Sequence[int],
+                 make_objective: Callable[[], Objective], epochs: int, keep_first: bool = False,
+                 **fit_kwargs) -> SeedRuns:
+    """A fresh ``kind`` student distilled on ``transfer`` once per seed, scored on ``test``: one run is one draw.
+
+    A seed sets the student's new weights (``students.make_student``), its batch order and its dropout. Each seed
+    gets a new objective from ``make_objective``, so an objective's own weights (a hidden-state projection) never
+    carry over from one seed to the next. The rate is the kind's (``students.learning_rate``) unless ``fit_kwargs``
+    names one; ``keep_first`` keeps the first seed's student in ``model``.
+    """
+    from .runtime import release_memory
+    from .students import learning_rate, make_student
+    from .train import fit
+    if not seeds:
+        raise ValueError("distil_seeds needs at least one seed")
+    settings = {"lr": learning_rate(kind), "progress": False, **fit_kwargs}
+    runs = SeedRuns()
+    for seed in seeds:
+        student = make_student(teacher, tokenizer, kind, seed=seed)
+        runs.histories.append(fit(student, transfer, make_objective(), tokenizer=tokenizer, epochs=epochs,
+                                  seed=seed, **settings))
+        runs.logits.append(predict(student, test, tokenizer, max_length=settings.get("max_length", 128)))
+        if keep_first and runs.model is None:
+            runs.model = student
+        del student
+        release_memory()
+    return runs
 
 
 # ---------------------------------------------------------------------------------------------

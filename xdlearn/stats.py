@@ -47,6 +47,23 @@ def compare(a: Sequence[float], b: Sequence[float]) -> dict:
     return {"difference": difference, "se": se, "z": float(z), "beyond_noise": bool(abs(z) > SIGNIFICANT)}
 
 
+def above(values: Sequence[float], bar: float) -> dict:
+    """How far the mean of repeated runs lies above a fixed ``bar`` (e.g. 95% of a teacher's accuracy), in standard errors.
+
+    ``se`` is the standard error of the mean, ``z`` the distance ``mean - bar`` in them; ``beyond_noise`` is ``z > 2``:
+    the mean clears the bar by more than the seeds' noise. Needs at least 3 runs.
+    """
+    if len(values) < MIN_SEEDS:
+        raise ValueError(f"above() needs at least {MIN_SEEDS} runs, got {len(values)}")
+    mean, sd = mean_sd(values)
+    se = sd / float(np.sqrt(len(values)))
+    if se > 0:
+        z = (mean - bar) / se
+    else:  # identical runs: any distance at all is beyond noise
+        z = float(np.sign(mean - bar)) * np.inf if mean != bar else 0.0
+    return {"mean": mean, "se": se, "z": float(z), "beyond_noise": bool(z > SIGNIFICANT)}
+
+
 def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, scale: float = 100.0,
             unit: str = " points", more: str = "beats", digits: int = 1) -> str:
     """One sentence: the difference with its standard error, and whether it is beyond noise or within it.

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .models import ModelError, quiet_transformers, readable_weights
+from .models import ModelError, count_parameters, parameter_bytes, quiet_transformers, readable_weights
 from .strategies import encoder_layers
 
 FEED_FORWARD_FACTOR = 4   # BERT's feed-forward layer is 4x as wide as its hidden states
@@ -354,6 +354,18 @@ def learning_rate(kind: str) -> float:
     if kind in FRESH_KINDS:
         return FRESH_LAYERS_LR
     raise _unknown_kind(kind)
+
+
+def profile(model: nn.Module, data, tokenizer=None) -> dict:
+    """What a student costs to serve: parameters, MB of weights, measured sentences/s and counted FLOPs on ``data``.
+
+    The same for every seed of a kind (a seed changes weights, not shapes), so one student of each kind is profiled.
+    """
+    from .evaluate import latency
+    from .flops import inference_flops
+    return {"parameters": count_parameters(model), "megabytes": parameter_bytes(model) / 1e6,
+            "speed": latency(model, data, tokenizer)["examples_per_second"],
+            "flops": inference_flops(model, data, tokenizer)}
 
 
 def save(model: nn.Module, tokenizer, directory: str | os.PathLike) -> Path:
