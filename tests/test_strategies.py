@@ -148,5 +148,7 @@ def test_drift_measures_how_far_the_layers_moved(tiny_model):
         weight.add_(0.1)
         tiny_model.classifier.weight.add_(5.0)       # the head is not a transformer layer
     assert strategies.drift(tiny_model, anchor) == pytest.approx((weight.numel() * 0.01) ** 0.5, rel=1e-4)
+    shallower = copy.deepcopy(anchor)
+    del shallower.bert.encoder.layer[1]
     with pytest.raises(ValueError, match="same architecture"):
-        strategies.drift(tiny_model, make_tiny_model(num_hidden_layers=1))
+        strategies.drift(tiny_model, shallower)
