@@ -123,3 +123,32 @@ def test_l2sp_is_zero_at_the_start_and_pulls_back_toward_it(tiny_model, tokenize
 def test_set_dropout(tiny_model):
     assert strategies.set_dropout(tiny_model, 0.3) > 0
     assert all(m.p == 0.3 for m in tiny_model.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_exact_zeros_counts_only_exact_zeros_of_the_penalised_weights(tiny_model):
+    weights = strategies.penalised_weights(tiny_model)
+    assert all(p.ndim > 1 for p in weights) and all(p is not tiny_model.classifier.bias for p in weights)
+    before = strategies.exact_zeros(tiny_model)
+    assert before["weights"] == sum(p.numel() for p in weights)
+    with torch.no_grad():
+        tiny_model.classifier.weight[0, :5] = 0.0
+        tiny_model.classifier.weight[1, :3] = 1e-30  # tiny is not zero
+        tiny_model.classifier.bias.zero_()           # a bias is not penalised
+    assert strategies.exact_zeros(tiny_model)["zeros"] == before["zeros"] + 5
+    strategies.linear_probe(tiny_model)              # frozen weights are not penalised either
+    assert strategies.exact_zeros(tiny_model)["weights"] < before["weights"]
+
+
+def test_drift_measures_how_far_the_layers_moved(tiny_model):
+    import copy
+    anchor = copy.deepcopy(tiny_model)
+    assert strategies.drift(tiny_model, anchor) == 0.0
+    weight = tiny_model.bert.encoder.layer[0].output.dense.weight
+    with torch.no_grad():
+        weight.add_(0.1)
+        tiny_model.classifier.weight.add_(5.0)       # the head is not a transformer layer
+    assert strategies.drift(tiny_model, anchor) == pytest.approx((weight.numel() * 0.01) ** 0.5, rel=1e-4)
+    shallower = copy.deepcopy(anchor)
+    del shallower.bert.encoder.layer[1]
+    with pytest.raises(ValueError, match="same architecture"):
+        strategies.drift(tiny_model, shallower)

@@ -98,7 +98,7 @@ class L1:
         self.weight = weight
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        return self.weight * sum(p.abs().sum() for p in model.parameters() if p.requires_grad and p.ndim > 1)
+        return self.weight * sum(p.abs().sum() for p in penalised_weights(model))
 
 
 class _SquaredDistance(torch.autograd.Function):
@@ -130,7 +130,7 @@ class L2:
         self.weight = weight
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        return 0.5 * self.weight * sum(squared_distance(p) for p in model.parameters() if p.requires_grad and p.ndim > 1)
+        return 0.5 * self.weight * sum(squared_distance(p) for p in penalised_weights(model))
 
 
 class L2SP:
@@ -174,3 +174,23 @@ def set_dropout(model: nn.Module, p: float) -> int:
             module.p = p
             count += 1
     return count
+
+
+def penalised_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weights L1 and L2 act on: trainable matrices (biases and LayerNorm scales have ``ndim`` 1)."""
+    return [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+
+
+def exact_zeros(model: nn.Module) -> dict:
+    """How many penalised weights are exactly 0.0: sparsity is a claim about exact zeros, not small values."""
+    weights = penalised_weights(model)
+    return {"zeros": int(sum(int((p == 0).sum()) for p in weights)), "weights": sum(p.numel() for p in weights)}
+
+
+def drift(model: nn.Module, anchor: nn.Module) -> float:
+    r""":math:`\lVert w - w^0\rVert` over the transformer layers: how far fine-tuning moved them from ``anchor``."""
+    start = [p.detach() for p in encoder_layers(anchor).parameters()]
+    moved = [p.detach() for p in encoder_layers(model).parameters()]
+    if [p.shape for p in start] != [p.shape for p in moved]:
+        raise ValueError(f"anchor {type(anchor).__name__} has other layers than the model: it must be the same architecture")
+    return float(sum(squared_distance(w, a) for w, a in zip(moved, start))) ** 0.5
