@@ -220,8 +220,8 @@ def test_proxy_a_distance_reads_separable_and_identical_domains():
     a = rng.normal(0, 1, (200, 8))
     assert adapt.proxy_a_distance(a, rng.normal(3, 1, (200, 8)))["proxy_a_distance"] > 1.9
     assert adapt.proxy_a_distance(a, rng.normal(0, 1, (200, 8)))["proxy_a_distance"] < 0.4
-    with pytest.raises(ValueError, match="at least 4 sentences per domain"):
-        adapt.proxy_a_distance(a[:2], a[:2])
+    with pytest.raises(ValueError, match="at least 5 sentences per domain"):
+        adapt.proxy_a_distance(a[:4], a[:4])   # 5 folds need 5 sentences of each domain
 
 
 def test_features_come_back_in_dataset_order(tokenizer, toy):
