@@ -40,11 +40,15 @@ def compare(a: Sequence[float], b: Sequence[float]) -> dict:
     (mean_a, sd_a), (mean_b, sd_b) = mean_sd(a), mean_sd(b)
     se = float(np.sqrt(sd_a ** 2 / len(a) + sd_b ** 2 / len(b)))
     difference = mean_a - mean_b
+    z = _in_standard_errors(difference, se)
+    return {"difference": difference, "se": se, "z": z, "beyond_noise": bool(abs(z) > SIGNIFICANT)}
+
+
+def _in_standard_errors(distance: float, se: float) -> float:
+    """``distance / se``; with identical runs (``se`` 0) any distance at all is beyond noise, and none is 0."""
     if se > 0:
-        z = difference / se
-    else:  # identical runs on each side: any difference at all is beyond noise
-        z = float(np.sign(difference)) * np.inf if difference else 0.0
-    return {"difference": difference, "se": se, "z": float(z), "beyond_noise": bool(abs(z) > SIGNIFICANT)}
+        return float(distance / se)
+    return float(np.sign(distance)) * np.inf if distance else 0.0
 
 
 def above(values: Sequence[float], bar: float) -> dict:
@@ -57,11 +61,8 @@ def above(values: Sequence[float], bar: float) -> dict:
         raise ValueError(f"above() needs at least {MIN_SEEDS} runs, got {len(values)}")
     mean, sd = mean_sd(values)
     se = sd / float(np.sqrt(len(values)))
-    if se > 0:
-        z = (mean - bar) / se
-    else:  # identical runs: any distance at all is beyond noise
-        z = float(np.sign(mean - bar)) * np.inf if mean != bar else 0.0
-    return {"mean": mean, "se": se, "z": float(z), "beyond_noise": bool(z > SIGNIFICANT)}
+    z = _in_standard_errors(mean - bar, se)
+    return {"mean": mean, "se": se, "z": z, "beyond_noise": bool(z > SIGNIFICANT)}
 
 
 def verdict(a: Sequence[float], b: Sequence[float], name_a: str, name_b: str, scale: float = 100.0,
