@@ -107,12 +107,9 @@ def trained_student(kind: str, mode: str, seed: int, run: dict, args: argparse.N
 
 def alternated_speed(student, tokenizer, run: dict, repeats: int) -> tuple[float, float]:
     """Examples/s at batch 32 of the student and the teacher, timed in turn (each its own tokenizer), fastest kept."""
-    sentences, best = run["speed_sentences"], [0.0, 0.0]
-    for _ in range(repeats):
-        for i, (model, tok) in enumerate(((student, tokenizer), (run["teacher"], run["tokenizer"]))):
-            speed = evaluate.latency(model, sentences, tok, batch_size=SPEED_BATCH, repeats=1)
-            best[i] = max(best[i], speed["examples_per_second"])
-    return best[0], best[1]
+    timed = evaluate.speedup(student, run["teacher"], run["speed_sentences"], tokenizer, batch_size=SPEED_BATCH,
+                             repeats=repeats, baseline_tokenizer=run["tokenizer"])
+    return timed["model"]["examples_per_second"], timed["baseline"]["examples_per_second"]
 
 
 def student_results(kind: str, run: dict, args: argparse.Namespace) -> dict:

@@ -222,3 +222,20 @@ def test_a_teacher_killed_mid_training_resumes_into_the_same_cache_entry(tiny_di
                                                    **resume)
     assert again.name == path.name and fits == [1, 1, 1]  # where checkpoints go is not part of the key
     assert same_weights(weights_of(resumed), weights_of(whole))
+
+
+def test_speedup_times_a_baseline_that_reads_other_tokens(tokenizer):
+    """A teacher and a student with different tokenizers are timed in turn, each on its own tokens."""
+    from transformers import BertConfig, BertForSequenceClassification
+    sentences = toy_sentences(24)
+    words = word_tokenizer(sentences["text"])
+    torch.manual_seed(0)
+    small = BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64,
+                                                     max_position_embeddings=128, pad_token_id=0, num_labels=2))
+    teacher = make_tiny_model(seed=1)
+    result = evaluate.speedup(teacher, small, sentences, tokenizer, batch_size=8, repeats=2, baseline_tokenizer=words)
+    assert result["model"]["n"] == result["baseline"]["n"] == 24
+    assert result["speedup"] == pytest.approx(result["baseline"]["seconds"] / result["model"]["seconds"])
+    with pytest.raises(IndexError):   # WordPiece ids are beyond the word-level model's vocabulary
+        evaluate.speedup(teacher, small, sentences, tokenizer, batch_size=8, repeats=1)
