@@ -22,7 +22,7 @@ def pick(teaching, smoke):
 
 
 def setup(seed: int = 0) -> dict:
-    """Seed everything, use all cores, silence library chatter; returns what was set."""
+    """Seed everything, use the cores available, silence library chatter; returns what was set."""
     import datasets
     from transformers.utils import logging as hf_logging
     set_seed(seed)

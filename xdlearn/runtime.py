@@ -18,6 +18,8 @@ THREADS_VARIABLE = "XDLEARN_THREADS"   # environment variable that caps torch's 
 C_LIBRARY = "libc.so.6"                # glibc, whose malloc_trim hands freed heap pages back to the OS
 KIB_PER_MB = 1024                      # ru_maxrss unit on Linux
 BYTES_PER_MB = 1024 * 1024             # ru_maxrss unit on macOS
+CGROUP_V2_CPU = "/sys/fs/cgroup/cpu.max"                          # "<quota> <period>" or "max <period>"
+CGROUP_V1_CPU = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")  # quota -1: none
 
 
 def set_seed(seed: int) -> None:
@@ -27,9 +29,34 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _cgroup_cpu_limit(v2: str = CGROUP_V2_CPU, v1: tuple[str, str] = CGROUP_V1_CPU) -> float | None:
+    """The CPUs a container's quota allows (e.g. 2.0), or None without one: Linux still shows every host core."""
+    try:
+        quota, period = open(v2).read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota, period = (open(path).read().strip() for path in v1)
+        except (OSError, ValueError):
+            return None
+    if quota in ("max", "-1") or float(period) <= 0:
+        return None
+    return float(quota) / float(period)
+
+
+def available_cores(v2: str = CGROUP_V2_CPU, v1: tuple[str, str] = CGROUP_V1_CPU) -> int:
+    """Cores this process may use: its CPU affinity, capped by a container's CPU quota.
+
+    ``os.cpu_count()`` counts the host's cores; in a container limited to 2 CPUs (Binder, most CI) torch would start
+    a thread per host core and the threads would wait on each other far longer than the work takes.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = _cgroup_cpu_limit(v2, v1)
+    return max(1, min(cores, int(limit))) if limit else max(1, cores)
+
+
 def set_threads(n: int | None = None) -> int:
-    """Use ``n`` CPU threads for torch (default: $XDLEARN_THREADS, else all cores); returns the number."""
-    torch.set_num_threads(n or int(os.environ.get(THREADS_VARIABLE, "0")) or os.cpu_count() or 1)
+    """Use ``n`` CPU threads for torch (default: $XDLEARN_THREADS, else the cores available); returns the number."""
+    torch.set_num_threads(n or int(os.environ.get(THREADS_VARIABLE, "0")) or available_cores())
     return torch.get_num_threads()
 
 
