@@ -239,3 +239,84 @@ def test_speedup_times_a_baseline_that_reads_other_tokens(tokenizer):
     assert result["speedup"] == pytest.approx(result["baseline"]["seconds"] / result["model"]["seconds"])
     with pytest.raises(IndexError):   # WordPiece ids are beyond the word-level model's vocabulary
         evaluate.speedup(teacher, small, sentences, tokenizer, batch_size=8, repeats=1)
+
+
+def test_a_teacher_with_frozen_lower_layers_trains_only_the_rest_and_records_it(tiny_dir, tmp_path, fits):
+    """``frozen_layers``: the embeddings and the bottom layers keep their pretrained weights; the entry says so."""
+    labels = toy_sentences(16, seed=3)
+    base = weights_of(models.load_pretrained(tiny_dir, labels=data.BINARY)[0])
+    model, _, path = distill.fine_tuned_teacher(tiny_dir, labels, data.BINARY, cache_dir=tmp_path, frozen_layers=1,
+                                                **FIT)
+    trained = weights_of(model)
+    moved = {k for k in base if not torch.equal(base[k], trained[k])}
+    assert moved and not any(k.startswith(("bert.embeddings.", "bert.encoder.layer.0.")) for k in moved)
+    assert any(k.startswith("bert.encoder.layer.1.") for k in moved) and "classifier.weight" in moved
+    record = distill.teacher_training(path)
+    frozen = sum(v.numel() for k, v in model.named_parameters() if k.startswith(("bert.embeddings.",
+                                                                                  "bert.encoder.layer.0.")))
+    assert record["trainable_parameters"] == models.count_parameters(model) - frozen
+    assert record["parameters"] == models.count_parameters(model) and record["frozen_layers"] == 1
+    assert record["seconds"] > 0 and record["process_peak_mb"] > 0
+    assert all(p.requires_grad for p in model.parameters())   # returned as the cache would give it back
+    _, _, whole = distill.fine_tuned_teacher(tiny_dir, labels, data.BINARY, cache_dir=tmp_path, **FIT)
+    assert whole != path and fits == [1, 1]   # freezing is part of the key
+    assert distill.teacher_training(whole)["trainable_parameters"] == models.count_parameters(model)
+    (whole / distill.TEACHER_RECORD).unlink()
+    assert distill.teacher_training(whole) is None   # an entry written before the record existed
+
+
+@pytest.fixture(scope="module")
+def chain_setup(tmp_path_factory, tokenizer):
+    """A trained tiny teacher, its cached logits over a pool, and a saved tiny model that reads word ids."""
+    from transformers import BertConfig, BertForSequenceClassification
+    folder = tmp_path_factory.mktemp("chain")
+    teacher = make_tiny_model(seed=1)
+    train.fit(teacher, toy_sentences(256, seed=1), tokenizer=tokenizer, epochs=6, lr=2e-3, batch_size=16,
+              progress=False)
+    pool = data.unlabeled(toy_sentences(192, seed=7))
+    transfer = distill.cache_teacher_logits(teacher, pool, tokenizer, folder / "logits")
+    words = word_tokenizer([*pool["text"], *toy_sentences(64, seed=2)["text"], *toy_sentences(24, seed=3)["text"]])
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                                             pad_token_id=0, num_labels=2)).save_pretrained(folder / "words")
+    words.save_pretrained(folder / "words")
+    return {"teacher": teacher, "transfer": transfer, "words": str(folder / "words"),
+            "labelled": toy_sentences(24, seed=3), "test": toy_sentences(64, seed=2)}
+
+
+def test_a_chain_distils_each_link_from_the_one_above_and_trains_its_twin_on_labels_alone(chain_setup, tokenizer,
+                                                                                          monkeypatch):
+    """Teacher (WordPiece) -> a model reading word ids -> 1 of its layers: each link learns from the link above."""
+    calls, real_fit = [], train.fit
+    monkeypatch.setattr(train, "fit", lambda model, ds, *a, **k: calls.append((ds, k)) or real_fit(model, ds, *a, **k))
+    s = chain_setup
+    steps = [distill.ChainStep("words", base=s["words"], lr=3e-3), distill.ChainStep("1-layer", kind="1-layer")]
+    runs = distill.distil_chain(s["teacher"], tokenizer, s["transfer"], s["labelled"], s["test"], steps, seeds=[0, 1],
+                                distil_epochs=8, alone_epochs=2)
+    assert [len(runs.distilled[n]) for n in ("words", "1-layer")] == [2, 2] == [len(v) for v in runs.labels_alone.values()]
+    first, first_words = runs.first["words"]
+    assert first_words("good film")["input_ids"] != tokenizer("good film")["input_ids"]   # another tokenizer
+    assert runs.first["1-layer"][0].config.num_hidden_layers == 1 and runs.first["1-layer"][1] is first_words
+    distilled = [(ds, k) for ds, k in calls if distill.TEACHER_LOGITS in ds.column_names]
+    alone = [(ds, k) for ds, k in calls if distill.TEACHER_LOGITS not in ds.column_names]
+    assert len(distilled) == len(alone) == 4 and all(ds is s["labelled"] for ds, _ in alone)
+    assert distilled[0][0][distill.TEACHER_LOGITS] == s["transfer"][distill.TEACHER_LOGITS]   # link 1: the teacher's
+    above = evaluate.predict(first, s["transfer"], first_words)   # link 2 of seed 0: link 1's logits over the text
+    assert np.allclose(np.asarray(distilled[1][0][distill.TEACHER_LOGITS]), above, atol=1e-5)
+    assert [k["lr"] for _, k in distilled[:2]] == [3e-3, 1e-4] and distilled[0][1]["tokenizer"] is not tokenizer
+    assert np.mean(runs.distilled["words"]) > 0.8   # the word-level student learnt the teacher's task from text
+    kept, gains = runs.kept(0.5), runs.gains()
+    assert kept["words"] == [2 * a for a in runs.distilled["words"]]
+    assert gains["1-layer"] == [a - b for a, b in zip(runs.distilled["1-layer"], runs.labels_alone["1-layer"])]
+
+
+def test_a_chain_link_names_one_start_and_the_transfer_set_carries_the_teachers_logits(chain_setup, tokenizer):
+    with pytest.raises(ValueError, match="chain link 'x': give exactly one of base="):
+        distill.ChainStep("x")
+    with pytest.raises(ValueError, match="chain link 'y'"):
+        distill.ChainStep("y", base="minilm", kind="2-layer")
+    s = chain_setup
+    with pytest.raises(ValueError, match="no 'teacher_logits' column: cache the teacher's logits"):
+        distill.distil_chain(s["teacher"], tokenizer, s["transfer"].remove_columns(distill.TEACHER_LOGITS),
+                             s["labelled"], s["test"], [distill.ChainStep("1-layer", kind="1-layer")], [0], 1, 1)

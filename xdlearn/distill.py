@@ -12,6 +12,7 @@ fine-tuned teacher (``fine_tuned_teacher``) means a large one trains once per ma
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -293,6 +294,109 @@ def distil_seeds(teacher: nn.Module, tokenizer, kind: str, transfer: Dataset, te
 
 
 # ---------------------------------------------------------------------------------------------
+# A chain of students: teacher -> student -> smaller student, each against the same student on labels alone
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChainStep:
+    """One link of a distillation chain: a pretrained model by name (``base``), or a student ``kind`` cut from the link above.
+
+    A ``base`` link reads text with its own tokenizer, so it learns from the logits above it over text, not token ids.
+    ``lr`` defaults to the kind's rate (``students.learning_rate``), or the fine-tuning rate for a pretrained ``base``.
+    """
+
+    name: str
+    base: str | None = None
+    kind: str | None = None
+    lr: float | None = None
+
+    def __post_init__(self):
+        if (self.base is None) == (self.kind is None):
+            raise ValueError(f"chain link {self.name!r}: give exactly one of base= (a pretrained model) or kind= "
+                             f"(a student cut from the link above), got base={self.base!r}, kind={self.kind!r}")
+
+    def build(self, above: nn.Module, above_tokenizer, labels, seed: int) -> tuple[nn.Module, object]:
+        """This link's fresh student (and its tokenizer), drawn from ``seed``."""
+        from .models import load_pretrained
+        from .students import make_student
+        if self.base is not None:
+            return load_pretrained(self.base, labels=labels, seed=seed)
+        return make_student(above, above_tokenizer, self.kind, seed=seed), above_tokenizer
+
+    def rate(self) -> float:
+        """The peak learning rate this link trains at."""
+        from .students import COPIED_LAYERS_LR, learning_rate
+        return self.lr if self.lr is not None else learning_rate(self.kind) if self.kind else COPIED_LAYERS_LR
+
+
+@dataclass
+class ChainRuns:
+    """Per link and seed: test accuracy distilled and on labels alone; the first seed's distilled students."""
+
+    distilled: dict[str, list[float]] = field(default_factory=dict)
+    labels_alone: dict[str, list[float]] = field(default_factory=dict)
+    first: dict[str, tuple[nn.Module, object]] = field(default_factory=dict)   # name -> (student, tokenizer)
+
+    def kept(self, teacher_accuracy: float) -> dict[str, list[float]]:
+        """Each seed's accuracy as a share of the teacher's (1.0 = all of it)."""
+        return {name: [a / teacher_accuracy for a in runs] for name, runs in self.distilled.items()}
+
+    def gains(self) -> dict[str, list[float]]:
+        """Each seed's distilled accuracy minus the same seed's accuracy on labels alone."""
+        return {name: [a - b for a, b in zip(runs, self.labels_alone[name])] for name, runs in self.distilled.items()}
+
+
+def distil_chain(teacher: nn.Module, tokenizer, transfer: Dataset, labelled: Dataset, test: Dataset,
+                 steps: Sequence[ChainStep], seeds: Sequence[int], distil_epochs: int, alone_epochs: int,
+                 temperature: float = 2.0, batch_size: int = 32, alone_batch_size: int = 16) -> ChainRuns:
+    """Teacher -> link 1 -> link 2 ...: each link distilled on the logits of the link above over ``transfer``'s text.
+
+    ``transfer`` carries the teacher's cached logits (``cache_teacher_logits``): the teacher never runs here. Each
+    seed distils the whole chain again (a link learns from that seed's link above), and trains each link on
+    ``labelled`` alone from the same start but with no teacher anywhere: a ``base`` link from its pretrained weights,
+    a ``kind`` link cut from the untrained link above (the first from the teacher, as ``make_student`` cuts it).
+    """
+    from .runtime import release_memory
+    if not seeds or not steps:
+        raise ValueError("distil_chain needs at least one seed and one link")
+    if TEACHER_LOGITS not in transfer.column_names:
+        raise ValueError(f"the transfer set has no '{TEACHER_LOGITS}' column: cache the teacher's logits over it first")
+    labels = labelled.features["label"].names   # the class names every new head is made for
+    runs = ChainRuns()
+    settings = dict(temperature=temperature, batch_size=batch_size, alone_batch_size=alone_batch_size,
+                    distil_epochs=distil_epochs, alone_epochs=alone_epochs)
+    for seed in seeds:
+        _chain_seed(runs, teacher, tokenizer, transfer, labelled, test, steps, labels, seed, settings)
+        release_memory()
+    return runs
+
+
+def _chain_seed(runs: ChainRuns, teacher: nn.Module, tokenizer, transfer: Dataset, labelled: Dataset, test: Dataset,
+                steps: Sequence[ChainStep], labels: list, seed: int, settings: Mapping) -> None:
+    """One seed of ``distil_chain``: every link distilled from the one above, and its twin trained on labels alone."""
+    from .metrics import accuracy
+    from .train import fit
+    above, untrained, targets = (teacher, tokenizer), (teacher, tokenizer), transfer
+    truth = list(test["label"])
+    for index, step in enumerate(steps):
+        if index:   # the link above is a student now: its logits over the same text are the targets
+            targets = with_teacher_logits(transfer, predict(above[0], transfer, above[1]))
+        student, student_tokenizer = step.build(*above, labels, seed)
+        fit(student, targets, Distillation(None, settings["temperature"], alpha=1.0), tokenizer=student_tokenizer,
+            epochs=settings["distil_epochs"], batch_size=settings["batch_size"], lr=step.rate(), seed=seed,
+            progress=False)
+        runs.distilled.setdefault(step.name, []).append(
+            accuracy(truth, predict(student, test, student_tokenizer).argmax(-1)))
+        untrained = step.build(*untrained, labels, seed)
+        alone = copy.deepcopy(untrained[0])
+        fit(alone, labelled, tokenizer=untrained[1], epochs=settings["alone_epochs"],
+            batch_size=settings["alone_batch_size"], lr=step.rate(), seed=seed, progress=False)
+        runs.labels_alone.setdefault(step.name, []).append(accuracy(truth, predict(alone, test, untrained[1]).argmax(-1)))
+        del alone
+        runs.first.setdefault(step.name, (student, student_tokenizer))
+        above = (student, student_tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------
 # Fine-tuned teachers, cached the same way: a large teacher trains once per machine
 # ---------------------------------------------------------------------------------------------
 #: ``fit`` arguments that change how a run is watched or resumed, not the weights it ends with
@@ -310,18 +414,23 @@ def teacher_key(base: nn.Module, train_set: Dataset, settings: Mapping) -> str:
 
 
 def fine_tuned_teacher(base: str | Path, train_set: Dataset, labels, seed: int = 0,
-                       cache_dir: str | Path | None = None, **fit_kwargs) -> tuple[nn.Module, object, Path]:
+                       cache_dir: str | Path | None = None, frozen_layers: int | None = None,
+                       **fit_kwargs) -> tuple[nn.Module, object, Path]:
     """``base`` fine-tuned on ``train_set`` (as ``train.fine_tune``), read from the cache when it was trained before.
 
     The entry is named by :func:`teacher_key`, so other base weights, data or settings never get a stale teacher,
-    and it is saved with a manifest: a damaged entry is trained again. Returns (model, tokenizer, its folder).
+    and it is saved with a manifest: a damaged entry is trained again. ``frozen_layers=n`` freezes the embeddings
+    and the bottom ``n`` layers (``strategies.freeze``): AdamW then keeps no gradient or moments for them, which is
+    what lets a large teacher fine-tune in little memory. Returns (model, tokenizer, its folder);
+    :func:`teacher_training` reads how the entry was trained.
     """
-    from .corpus import cache_dir as default_cache, manifest_problem, staged, write_manifest
+    from .corpus import cache_dir as default_cache, manifest_problem
     from .models import load_pretrained
-    from .train import fit
     model, tokenizer = load_pretrained(base, labels=labels, seed=seed)
-    path = (Path(cache_dir) if cache_dir else default_cache() / "teachers") / teacher_key(
-        model, train_set, {"base": str(base), "seed": seed, **fit_kwargs})
+    settings = {"base": str(base), "seed": seed, **fit_kwargs}
+    if frozen_layers is not None:  # only then: the keys of teachers trained whole stay as they were
+        settings["frozen_layers"] = frozen_layers
+    path = (Path(cache_dir) if cache_dir else default_cache() / "teachers") / teacher_key(model, train_set, settings)
     problem = manifest_problem(path, TEACHER_FILES) if path.exists() else "not trained yet"
     if problem is None:
         print(f"xdlearn: reusing the fine-tuned teacher cached in {path}", file=sys.stderr, flush=True)
@@ -329,12 +438,41 @@ def fine_tuned_teacher(base: str | Path, train_set: Dataset, labels, seed: int =
         return model, tokenizer, path
     if path.exists():
         print(f"xdlearn: the cached teacher is damaged ({problem}); training it again", file=sys.stderr, flush=True)
+    _train_teacher(model, tokenizer, train_set, path, seed, frozen_layers, fit_kwargs)
+    for parameter in model.parameters():  # as it will load from the cache next time: nothing frozen
+        parameter.requires_grad = True
+    return model, tokenizer, path
+
+
+TEACHER_RECORD = "training.json"   # beside a cached teacher: how long it trained, how many weights, what memory
+
+
+def _train_teacher(model: nn.Module, tokenizer, train_set: Dataset, path: Path, seed: int,
+                   frozen_layers: int | None, fit_kwargs: Mapping) -> None:
+    """Fine-tune ``model`` (its lower part frozen if asked) and save it with a record of the training into ``path``."""
+    import time
+    from .corpus import staged, write_manifest
+    from .runtime import peak_memory_mb
+    from .strategies import freeze
+    from .train import fit
+    trainable = freeze(model, layers=frozen_layers) if frozen_layers is not None else sum(
+        p.numel() for p in model.parameters() if p.requires_grad)
+    started = time.perf_counter()
     fit(model, train_set, tokenizer=tokenizer, seed=seed, **fit_kwargs)
+    record = {"seconds": time.perf_counter() - started, "parameters": sum(p.numel() for p in model.parameters()),
+              "trainable_parameters": trainable, "frozen_layers": frozen_layers,
+              "process_peak_mb": peak_memory_mb()}   # the training process's peak so far, the training included
     with staged(path) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        (staging / TEACHER_RECORD).write_text(json.dumps(record, indent=1))
         write_manifest(staging, [p.name for p in staging.iterdir() if p.is_file()])
-    return model, tokenizer, path
+
+
+def teacher_training(path: str | Path) -> dict | None:
+    """How the cached teacher in ``path`` was trained (seconds, trained weights, peak MB), or None if not recorded."""
+    record = Path(path) / TEACHER_RECORD
+    return json.loads(record.read_text()) if record.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------
