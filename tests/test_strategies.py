@@ -152,3 +152,21 @@ def test_drift_measures_how_far_the_layers_moved(tiny_model):
     del shallower.bert.encoder.layer[1]
     with pytest.raises(ValueError, match="same architecture"):
         strategies.drift(tiny_model, shallower)
+
+
+def test_freezing_an_mpnet_freezes_the_position_bias_every_layer_reads():
+    """MPNet's relative-position bias sits beside the layers and feeds each: left trainable, every frozen layer would
+    stay in the backward pass. It belongs to the bottom group, and no gradient reaches the frozen layers."""
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(MPNetConfig(vocab_size=300, hidden_size=32, num_hidden_layers=4,
+                                                       num_attention_heads=2, intermediate_size=64, num_labels=2))
+    bias = model.mpnet.encoder.relative_attention_bias.weight
+    groups = strategies.layer_groups(model)
+    assert any(p is bias for p in groups[0]) and not any(p is bias for g in groups[1:] for p in g)
+    assert sorted(id(p) for g in groups for p in g) == sorted(id(p) for p in model.parameters())
+    strategies.freeze(model, layers=2)
+    assert not bias.requires_grad and model.classifier.dense.weight.requires_grad
+    ids = torch.randint(3, 300, (2, 7))
+    hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True).hidden_states
+    assert [h.requires_grad for h in hidden] == [False, False, False, True, True]   # embeddings, layers 0-3

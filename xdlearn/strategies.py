@@ -26,12 +26,27 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     return max(lists, key=len)
 
 
+def _beside_layers(model: nn.Module) -> list[nn.Parameter]:
+    """Weights of the module holding the layer stack that are in no layer: shared by every layer (MPNet's
+    relative-position bias), so they sit at the bottom with the embeddings; freezing the layers must freeze them too."""
+    layers, backbone = encoder_layers(model), _encoder(model)
+    holder = next(m for m in backbone.modules() if any(child is layers for child in m.children()))
+    if holder is backbone or holder is model:   # the backbone itself (GPT-2's): its other weights are not all shared
+        return []
+    in_layers = {id(p) for p in layers.parameters()}
+    return [p for p in holder.parameters() if id(p) not in in_layers]
+
+
 def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
-    """Parameters grouped bottom-to-top: [embeddings, layer 0, ..., layer N-1, head (the rest)]."""
+    """Parameters grouped bottom-to-top: [embeddings, layer 0, ..., layer N-1, head (the rest)].
+
+    The bottom group also holds weights beside the layer stack that every layer reads (``_beside_layers``).
+    """
     layers = encoder_layers(model)
     in_layers = {id(p) for p in layers.parameters()}
     embeddings = getattr(_encoder(model), "embeddings", None)
     in_embeddings = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+    in_embeddings |= {id(p) for p in _beside_layers(model)}
     groups = [[p for p in model.parameters() if id(p) in in_embeddings]]
     groups += [list(layer.parameters()) for layer in layers]
     groups.append([p for p in model.parameters() if id(p) not in in_layers | in_embeddings])
