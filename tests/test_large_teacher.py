@@ -320,3 +320,14 @@ def test_a_chain_link_names_one_start_and_the_transfer_set_carries_the_teachers_
     with pytest.raises(ValueError, match="no 'teacher_logits' column: cache the teacher's logits"):
         distill.distil_chain(s["teacher"], tokenizer, s["transfer"].remove_columns(distill.TEACHER_LOGITS),
                              s["labelled"], s["test"], [distill.ChainStep("1-layer", kind="1-layer")], [0], 1, 1)
+
+
+def test_a_chain_that_starts_from_a_pretrained_model_needs_no_live_teacher(chain_setup, tokenizer):
+    """The first link reads the cached logits: the teacher may be gone; a link cut from it may not."""
+    s = chain_setup
+    runs = distill.distil_chain(None, None, s["transfer"], s["labelled"], s["test"],
+                                [distill.ChainStep("words", base=s["words"], lr=3e-3)], [0], 1, 1)
+    assert len(runs.distilled["words"]) == len(runs.labels_alone["words"]) == 1
+    with pytest.raises(ValueError, match="chain link '1-layer' is cut from the teacher: pass the teacher"):
+        distill.distil_chain(None, None, s["transfer"], s["labelled"], s["test"],
+                             [distill.ChainStep("1-layer", kind="1-layer")], [0], 1, 1)

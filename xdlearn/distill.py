@@ -345,12 +345,13 @@ class ChainRuns:
         return {name: [a - b for a, b in zip(runs, self.labels_alone[name])] for name, runs in self.distilled.items()}
 
 
-def distil_chain(teacher: nn.Module, tokenizer, transfer: Dataset, labelled: Dataset, test: Dataset,
+def distil_chain(teacher: nn.Module | None, tokenizer, transfer: Dataset, labelled: Dataset, test: Dataset,
                  steps: Sequence[ChainStep], seeds: Sequence[int], distil_epochs: int, alone_epochs: int,
                  temperature: float = 2.0, batch_size: int = 32, alone_batch_size: int = 16) -> ChainRuns:
     """Teacher -> link 1 -> link 2 ...: each link distilled on the logits of the link above over ``transfer``'s text.
 
-    ``transfer`` carries the teacher's cached logits (``cache_teacher_logits``): the teacher never runs here. Each
+    ``transfer`` carries the teacher's cached logits (``cache_teacher_logits``): the teacher never runs here, and may
+    be None (with its tokenizer) when the first link is a pretrained ``base``, which needs nothing of it. Each
     seed distils the whole chain again (a link learns from that seed's link above), and trains each link on
     ``labelled`` alone from the same start but with no teacher anywhere: a ``base`` link from its pretrained weights,
     a ``kind`` link cut from the untrained link above (the first from the teacher, as ``make_student`` cuts it).
@@ -360,6 +361,8 @@ def distil_chain(teacher: nn.Module, tokenizer, transfer: Dataset, labelled: Dat
         raise ValueError("distil_chain needs at least one seed and one link")
     if TEACHER_LOGITS not in transfer.column_names:
         raise ValueError(f"the transfer set has no '{TEACHER_LOGITS}' column: cache the teacher's logits over it first")
+    if teacher is None and steps[0].kind is not None:
+        raise ValueError(f"chain link {steps[0].name!r} is cut from the teacher: pass the teacher, not None")
     labels = labelled.features["label"].names   # the class names every new head is made for
     runs = ChainRuns()
     settings = dict(temperature=temperature, batch_size=batch_size, alone_batch_size=alone_batch_size,
