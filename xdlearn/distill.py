@@ -377,6 +377,7 @@ def _chain_seed(runs: ChainRuns, teacher: nn.Module, tokenizer, transfer: Datase
                 steps: Sequence[ChainStep], labels: list, seed: int, settings: Mapping) -> None:
     """One seed of ``distil_chain``: every link distilled from the one above, and its twin trained on labels alone."""
     from .metrics import accuracy
+    from .runtime import release_memory
     from .train import fit
     above, untrained, targets = (teacher, tokenizer), (teacher, tokenizer), transfer
     truth = list(test["label"])
@@ -395,6 +396,7 @@ def _chain_seed(runs: ChainRuns, teacher: nn.Module, tokenizer, transfer: Datase
             batch_size=settings["alone_batch_size"], lr=step.rate(), seed=seed, progress=False)
         runs.labels_alone.setdefault(step.name, []).append(accuracy(truth, predict(alone, test, untrained[1]).argmax(-1)))
         del alone
+        release_memory()   # the twin and both optimisers: their heap goes back before the next link trains
         runs.first.setdefault(step.name, (student, student_tokenizer))
         above = (student, student_tokenizer)
 
