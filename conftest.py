@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # nbval waits a hard-coded 5 s for each output message after a cell has finished
 # (it has no option for it). On a busy 2-core machine the kernel can take longer to
 # publish the last messages of a long training cell, and the cell then fails with
@@ -24,6 +26,7 @@ def _free_memory_bytes() -> int | None:
         return None
 
 
+@pytest.hookimpl(optionalhook=True)   # pytest-xdist's hook: without the plugin (-p no:xdist) it is simply unused
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker per core this process may use (a container's quota counts), as memory allows.
 

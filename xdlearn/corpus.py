@@ -178,12 +178,16 @@ def _adopt_published(folder: Path) -> str | None:
 
 @contextlib.contextmanager
 def exclusive(target: Path):
-    """An advisory lock beside ``target``: processes fetching it at once (parallel tests, two lessons) take turns."""
+    """An advisory lock on ``target``'s folder: processes fetching into it at once (parallel tests, two lessons) take
+    turns. The folder itself is locked, so no lock file is left in the cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a") as handle:
+    handle = os.open(target.parent, os.O_RDONLY)
+    try:
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(handle)   # closing releases the lock
 
 
 def cached(target: Path, problem_of, fetch_into, what: str, refresh: bool = False,
