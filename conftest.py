@@ -1,5 +1,11 @@
-"""Settings for running the lessons as tests (nbval), and the opt-in browser tests of the built book."""
+"""Settings for running the lessons as tests (nbval), and the opt-in browser tests of the built book.
+
+With ``XDLEARN_SAVE_EXECUTED=<dir>`` every notebook the run executes is also saved there, executed, for
+``book/build.py --executed <dir>`` (see tests/executed.py); without it nothing changes.
+"""
 from __future__ import annotations
+
+import os
 
 # nbval waits a hard-coded 5 s for each output message after a cell has finished
 # (it has no option for it). On a busy 2-core machine the kernel can take longer to
@@ -14,6 +20,14 @@ def pytest_addoption(parser) -> None:
     """``--book-site`` runs the browser tests of the built book (book/_build/html), which the default run deselects."""
     parser.addoption(BOOK_SITE_OPTION, action="store_true", default=False,
                      help="run the tests marked book_site against the built book (build it first: book/build.py)")
+
+
+def pytest_configure(config) -> None:
+    """Keep the executed notebooks when ``XDLEARN_SAVE_EXECUTED`` asks for them (CI builds the book from them)."""
+    folder = os.environ.get("XDLEARN_SAVE_EXECUTED")
+    if folder:
+        from tests.executed import register
+        register(config, folder)
 
 
 def pytest_collection_modifyitems(config, items: list) -> None:
