@@ -191,22 +191,23 @@ def toc_lessons() -> list[str]:
     return [Path(file).name + ".ipynb" for file in files if file.startswith("notebooks/")]
 
 
-def code_of(notebook: nbformat.NotebookNode) -> list[str]:
-    """The source of each code cell: what a run of the notebook executes."""
-    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+def sources(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """The type and source of each cell: the code a run executes and the prose the page shows."""
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
 
 
 def executed_lessons(folder: Path) -> dict[str, nbformat.NotebookNode]:
-    """Every lesson's executed notebook in ``folder``; BuildError if one is missing or ran other code than now."""
+    """Every lesson's executed notebook in ``folder``; BuildError if one is missing or differs from the lesson now."""
     missing = [name for name in toc_lessons() if not (folder / name).is_file()]
     if missing:
         raise BuildError(f"{folder} lacks the executed lesson(s) {', '.join(missing)}: save them with the test "
                          f"command and XDLEARN_SAVE_EXECUTED={folder} (a lesson with a failing cell is not saved)")
     lessons = {name: nbformat.read(folder / name, as_version=4) for name in toc_lessons()}
     stale = [name for name, nb in lessons.items()
-             if code_of(nb) != code_of(nbformat.read(BOOK / "notebooks" / name, as_version=4))]
+             if sources(nb) != sources(nbformat.read(BOOK / "notebooks" / name, as_version=4))]
     if stale:
-        raise BuildError(f"{folder}: {', '.join(stale)} ran other code than notebooks/ holds now: run the tests again")
+        raise BuildError(f"{folder}: {', '.join(stale)} differ(s) from the lesson in notebooks/ (its cells' sources): "
+                         f"executed from an older version? Run the tests again")
     return lessons
 
 

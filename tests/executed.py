@@ -4,8 +4,11 @@ Every notebook the test run executes is written, executed, to ``<dir>/<notebook 
 written it: nbval reads each cell's kernel messages and keeps only some of them (no ``clear_output``, no display
 updates, no widget messages), so this plugin records every message nbval reads and replays the cell's own through
 nbclient's message handling. That gives ``clear_output(wait=True)`` redraws, ``update_display`` updates, output
-captured by ``Output`` widgets, merged streams, and the widget state (``metadata.widgets``), exactly as the book's
-own execution (jupyter-cache, through nbclient) records them. ``book/build.py --executed <dir>`` builds from them.
+captured by ``Output`` widgets and the widget state (``metadata.widgets``) as the book's own execution
+(jupyter-cache, through nbclient) records them. nbval runs cells without history, so each result gets its cell's
+execution count here, and a result a trailing ``;`` hides (IPython cannot see the ``;`` without history) is dropped.
+Streams of one name are merged, as nbclient's ``coalesce_streams`` does. ``book/build.py --executed <dir>`` builds
+the book from these notebooks.
 
 A notebook is written only when every one of its code cells ran and none failed; otherwise its copy in ``<dir>``
 is deleted, so a book is never built from a lesson that failed (or ran only in part). Kernels started meanwhile
@@ -63,7 +66,7 @@ def new_run(file: IPyNbFile) -> Run:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     code_cells = [index for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
-    return Run(nb=nb, client=NotebookClient(nb), code_cells=code_cells)
+    return Run(nb=nb, client=NotebookClient(nb, record_timing=False), code_cells=code_cells)  # as jupyter-cache
 
 
 def replay(run: Run, item: IPyNbCell, messages: list[dict]) -> None:
@@ -73,7 +76,6 @@ def replay(run: Run, item: IPyNbCell, messages: list[dict]) -> None:
     cell = run.nb.cells[index]
     run.client.kc = item.parent.kernel.kc     # an Output widget's mimic sends its outputs back, as a frontend does
     run.client.clear_before_next_output = False
-    cell.metadata["execution"] = {}           # nbclient's record of the kernel's timestamps, filled as it does
     for message in messages:
         if requests and message["parent_header"].get("msg_id") == requests[0]:
             try:
@@ -81,11 +83,20 @@ def replay(run: Run, item: IPyNbCell, messages: list[dict]) -> None:
             except CellExecutionComplete:
                 break
     cell.outputs = coalesce_streams(cell.outputs)
+    if quiet(cell.source):
+        cell.outputs = [output for output in cell.outputs if output.output_type != "execute_result"]
     run.executed += 1
     cell.execution_count = run.executed
     for output in cell.outputs:
         if output.output_type == "execute_result":
             output.execution_count = cell.execution_count   # nbval runs cells without history: all would be 1
+
+
+def quiet(source: str) -> bool:
+    """Whether IPython hides the cell's result (it ends with ``;``): it cannot tell in nbval's runs without history."""
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.inputtransformer2 import TransformerManager
+    return DisplayHook.semicolon_at_end_of_expression(TransformerManager().transform_cell(source))
 
 
 def size() -> str:

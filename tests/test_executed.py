@@ -22,19 +22,22 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # a 1x1 PNG
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 CELLS = {
-    "streams": "import sys\nprint('hello')\nsys.stdout.write('one ')\nsys.stdout.flush()\n_ = sys.stdout.write('two\\n')",
-    "image": f"import base64\nfrom IPython.display import Image, clear_output, display\nPNG = base64.b64decode({PNG!r})\n"
-             "display(Image(PNG))",
+    "streams": "import sys\nprint('hello')\nsys.stdout.write('one ')\nsys.stdout.flush()\n"
+               "_ = sys.stdout.write('two\\n')",
+    "image": f"import base64\nfrom IPython.display import Image, clear_output, display\n"
+             f"PNG = base64.b64decode({PNG!r})\ndisplay(Image(PNG))",
     "redraw": "for i in range(3):\n    clear_output(wait=True)\n    print('drawing', i)\n    display(Image(PNG))",
     "slider": "import ipywidgets\nslider = ipywidgets.IntSlider(value=7)\ndisplay(slider)",
     "output widget": "out = ipywidgets.Output()\ndisplay(out)\nfor i in range(3):\n    out.clear_output(wait=True)\n"
                      "    with out:\n        print('inside', i)",
     "update": "handle = display('first', display_id=True)\nhandle.update('second')",
     "environment": "import os\nprint('TQDM_DISABLE', os.environ.get('TQDM_DISABLE'))",
+    "quiet": "6 * 7;",
     "result": "6 * 7",
 }
 # run beside the notebook: the pytest process's own environment, after the notebook's kernel has stopped
-ENVIRONMENT_TEST = "import os\n\ndef test_the_kernel_variables_are_gone():\n    assert 'TQDM_DISABLE' not in os.environ\n"
+ENVIRONMENT_TEST = ("import os\n\n\ndef test_the_kernel_variables_are_gone():\n"
+                    "    assert 'TQDM_DISABLE' not in os.environ\n")
 
 
 def notebook(folder: Path, cells: list[str], name: str = "tiny.ipynb") -> Path:
@@ -86,13 +89,14 @@ def test_streams_are_merged_and_a_redraw_leaves_only_its_last_drawing(saved):
     assert redraw[0].text == "drawing 2\n" and "image/png" in redraw[1].data
 
 
-def test_a_result_has_its_execution_count_and_a_display_its_update(saved):
+def test_a_result_has_its_execution_count_unless_hidden_and_a_display_its_update(saved):
     code = [c for c in saved.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(CELLS) + 1))
     result = outputs(saved, "result")
     assert [(o.output_type, o.execution_count, o.data["text/plain"]) for o in result] == [
         ("execute_result", len(CELLS), "42")]
     assert [o.data["text/plain"] for o in outputs(saved, "update")] == ["'second'"]
+    assert outputs(saved, "quiet") == [], "a result the cell's ';' hides is shown"
 
 
 def test_the_kernel_ran_without_progress_bars_and_the_size_is_recorded(saved):
@@ -154,12 +158,14 @@ def build_module():
     return runpy.run_path(str(ROOT / "book" / "build.py"), run_name="book_build")
 
 
-def test_the_executed_build_refuses_a_lesson_run_from_other_code(tmp_path, build_module):
+@pytest.mark.parametrize("cell_type", ["code", "markdown"])
+def test_the_executed_build_refuses_a_lesson_that_has_changed_since(tmp_path, build_module, cell_type):
     folder = lessons_folder(tmp_path)
+    build_module["executed_lessons"](folder)   # as they are now: accepted
     nb = nbformat.read(folder / "02_fine_tuning.ipynb", as_version=4)
-    next(c for c in nb.cells if c.cell_type == "code").source += "\nprint('changed')"
+    next(c for c in nb.cells if c.cell_type == cell_type).source += "\n# changed"
     nbformat.write(nb, folder / "02_fine_tuning.ipynb")
-    with pytest.raises(build_module["BuildError"], match=r": 02_fine_tuning.ipynb ran other code"):
+    with pytest.raises(build_module["BuildError"], match=r": 02_fine_tuning.ipynb differ\(s\) from the lesson"):
         build_module["executed_lessons"](folder)
 
 
