@@ -55,7 +55,7 @@ class Run:
     client: NotebookClient
     code_cells: list[int]                     # the index in nb.cells of each code cell, in nbval's order
     done: set[int] = field(default_factory=set)   # code cells run (or skipped by NBVAL_SKIP)
-    executed: int = 0
+    executed: int = 0                         # cells run so far: the last one's execution count
     failed: bool = False
 
 
