@@ -1,4 +1,8 @@
-"""Settings for running the lessons as tests (nbval), and the opt-in browser tests of the built book."""
+"""Settings for running the lessons as tests (nbval), and the opt-in browser tests of the built book.
+
+With ``XDLEARN_SAVE_EXECUTED=<dir>`` every notebook the run executes is also saved there, executed, for
+``book/build.py --executed <dir>`` (see tests/executed.py); without it nothing changes.
+"""
 from __future__ import annotations
 
 import os
@@ -49,6 +53,15 @@ def pytest_cmdline_main(config) -> None:
 
 
 def pytest_configure(config) -> None:
+    """Share the cores among pytest-xdist's workers; keep the executed notebooks if ``XDLEARN_SAVE_EXECUTED`` asks."""
+    share_cores_among_workers()
+    folder = os.environ.get("XDLEARN_SAVE_EXECUTED")
+    if folder:   # CI builds the book from them
+        from tests.executed import register
+        register(config, folder)
+
+
+def share_cores_among_workers() -> None:
     """In a pytest-xdist worker, give torch (here and in the lessons' kernels) its share of the cores."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1 and THREADS_VARIABLE not in os.environ:
