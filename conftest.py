@@ -22,12 +22,16 @@ MEMORY_PER_WORKER_BYTES = int(2.5e9)
 THREADS_VARIABLE = "XDLEARN_THREADS"    # read by xdlearn.runtime.set_threads, in this process and in every kernel
 
 
-def _free_memory_bytes() -> int | None:
-    """Memory available to new processes (Linux), or None where the system does not say."""
+def _free_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
+    """Memory available to new processes (Linux's MemAvailable, which counts reclaimable cache), or None elsewhere."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        with open(meminfo) as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024   # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 @pytest.hookimpl(optionalhook=True)   # pytest-xdist's hook: without the plugin (-p no:xdist) it is simply unused
