@@ -19,7 +19,6 @@ BOOK_SITE_OPTION = "--book-site"
 # ``pytest -n auto`` (pytest-xdist): a worker may run a lesson (<= 1.8 GB) beside its own process, so each worker
 # needs this much free memory; and a worker gets the cores divided among the workers as its torch threads.
 MEMORY_PER_WORKER_BYTES = int(2.5e9)
-THREADS_VARIABLE = "XDLEARN_THREADS"    # read by xdlearn.runtime.set_threads, in this process and in every kernel
 
 
 def _free_memory_bytes(meminfo: str = "/proc/meminfo") -> int | None:
@@ -68,8 +67,10 @@ def pytest_configure(config) -> None:
 def share_cores_among_workers() -> None:
     """In a pytest-xdist worker, give torch (here and in the lessons' kernels) its share of the cores."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers > 1 and THREADS_VARIABLE not in os.environ:
-        from xdlearn.runtime import available_cores, set_threads
+    if workers <= 1:
+        return
+    from xdlearn.runtime import THREADS_VARIABLE, available_cores, set_threads   # torch: only in a worker
+    if THREADS_VARIABLE not in os.environ:   # the kernels of this worker's lessons inherit it
         os.environ[THREADS_VARIABLE] = str(max(1, available_cores() // workers))
         set_threads()
 
