@@ -12,6 +12,10 @@ What it does, in order:
 4. checks the result: no page loads a script from another site, and every page showing a widget carries its
    saved state.
 
+``python book/build.py --executed <dir>`` skips step 2: it builds from lessons a test run has already executed and
+saved in ``<dir>`` (``XDLEARN_SAVE_EXECUTED=<dir>`` with the README's test command, as CI does), at the size they
+ran at, and refuses a folder that lacks a lesson or holds one executed from other code than the lesson has now.
+
 The site is ``book/_build/html``; ``tests/test_book_site.py`` tests it in a browser (``pytest --book-site``).
 """
 from __future__ import annotations
@@ -29,6 +33,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import nbformat
+
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 BUILD = BOOK / "_build"
@@ -36,6 +42,8 @@ HTML = BUILD / "html"
 NPM_CACHE = BUILD / "npm"
 STATIC = BUILD / "static-js"            # html_static_path in _config.yml: copied to html/_static
 STAMP = BUILD / "xdlearn-build.json"     # the size the current html/ was built at
+EXECUTED_SOURCE = BUILD / "executed-source"   # --executed: the book's sources, the lessons replaced by executed ones
+SIZE_KEY = "xdlearn"                     # an executed lesson's metadata: {"size": ...} (tests/executed.py writes it)
 QUICK_VARIABLE = "XDLEARN_QUICK"
 SIZE_NAMES = {"teaching": "teaching size (the lessons' default configuration)",
               "smoke": "smoke size (XDLEARN_QUICK=1: tiny data, noisy numbers, check cells report without asserting)"}
@@ -139,16 +147,19 @@ def kernel_environment() -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
 
 
-def run_sphinx(size: str, fresh: bool, strict: bool, book: Path = BOOK) -> None:
+def run_sphinx(size: str, fresh: bool, strict: bool, book: Path = BOOK, execute: bool = True) -> None:
     """Execute (through the size's jupyter-cache) and render every page of ``book``; raises BuildError on failure.
 
     The output goes to ``<book>/_build/html``, the executed lessons to ``<book>/_build/.jupyter_cache/<size>``.
+    With ``execute=False`` nothing runs: the pages show the outputs the notebooks already hold.
     """
     from jupyter_book.sphinx import build_sphinx
     build = book / "_build"
     overrides = {"external_toc_path": str(book / "_toc.yml"), "latex_individualpages": False,
                  "nb_execution_cache_path": str(build / ".jupyter_cache" / size),
                  "myst_substitutions": {"build_size": SIZE_NAMES[size]}}
+    if not execute:
+        overrides["nb_execution_mode"] = "off"
     result = build_sphinx(book, build / "html", use_external_toc=True, noconfig=True,
                           path_config=str(book / "_config.yml"), confoverrides=overrides, builder="html",
                           freshenv=fresh, warningiserror=strict, keep_going=strict)
@@ -172,30 +183,98 @@ def check_site() -> int:
     return len(pages)
 
 
+def toc_lessons() -> list[str]:
+    """The file name of every lesson the table of contents lists, in order."""
+    import yaml
+    toc = yaml.safe_load((BOOK / "_toc.yml").read_text(encoding="utf-8"))
+    files = [chapter["file"] for part in toc["parts"] for chapter in part["chapters"]]
+    return [Path(file).name + ".ipynb" for file in files if file.startswith("notebooks/")]
+
+
+def sources(notebook: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    """The type and source of each cell: the code a run executes and the prose the page shows."""
+    return [(cell.cell_type, cell.source) for cell in notebook.cells]
+
+
+def executed_lessons(folder: Path) -> dict[str, nbformat.NotebookNode]:
+    """Every lesson's executed notebook in ``folder``; BuildError if one is missing or differs from the lesson now."""
+    missing = [name for name in toc_lessons() if not (folder / name).is_file()]
+    if missing:
+        raise BuildError(f"{folder} lacks the executed lesson(s) {', '.join(missing)}: save them with the test "
+                         f"command and XDLEARN_SAVE_EXECUTED={folder} (a lesson with a failing cell is not saved)")
+    lessons = {name: nbformat.read(folder / name, as_version=4) for name in toc_lessons()}
+    stale = [name for name, nb in lessons.items()
+             if sources(nb) != sources(nbformat.read(BOOK / "notebooks" / name, as_version=4))]
+    if stale:
+        raise BuildError(f"{folder}: {', '.join(stale)} differ(s) from the lesson in notebooks/ (its cells' sources): "
+                         f"executed from an older version? Run the tests again")
+    return lessons
+
+
+def executed_size(lessons: dict[str, nbformat.NotebookNode]) -> str:
+    """The size the test run executed the lessons at (recorded in each); one size for the whole book."""
+    sizes = {name: nb.metadata.get(SIZE_KEY, {}).get("size") for name, nb in lessons.items()}
+    unknown = [name for name, size in sizes.items() if size not in SIZE_NAMES]
+    if unknown:
+        raise BuildError(f"{', '.join(unknown)}: no size in metadata['{SIZE_KEY}'], not saved by a test run "
+                         f"with XDLEARN_SAVE_EXECUTED")
+    if len(set(sizes.values())) > 1:
+        raise BuildError(f"the executed lessons ran at different sizes: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def executed_source(folder: Path, lessons: dict[str, nbformat.NotebookNode]) -> Path:
+    """The book's sources (links) with the executed lessons in notebooks/, and book/_build as their build folder."""
+    shutil.rmtree(EXECUTED_SOURCE, ignore_errors=True)
+    (EXECUTED_SOURCE / "notebooks").mkdir(parents=True)
+    for entry in BOOK.iterdir():
+        if entry.name not in ("_build", "notebooks"):
+            (EXECUTED_SOURCE / entry.name).symlink_to(entry)
+    (EXECUTED_SOURCE / "_build").symlink_to(BUILD)   # the same html/, static-js/ and doctrees as the normal build
+    for name in lessons:
+        shutil.copyfile(folder / name, EXECUTED_SOURCE / "notebooks" / name)
+    return EXECUTED_SOURCE
+
+
+def plan(args: argparse.Namespace) -> tuple[str, Path, bool]:
+    """The size, the sources and whether every page must be re-read: executed here, or by a test run (--executed)."""
+    previous = json.loads(STAMP.read_text()) if STAMP.exists() else {}
+    if args.executed:
+        lessons = executed_lessons(args.executed)
+        return executed_size(lessons), executed_source(args.executed, lessons), True
+    size = "smoke" if quick_requested(args) else "teaching"
+    kernel_environment()
+    # the same sources at another size, or a site built from a test run's lessons: every page must be re-read
+    return size, BOOK, args.all or previous.get("size") != size or bool(previous.get("executed"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the book; print the size, the time and the number of pages."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke size (the same as XDLEARN_QUICK=1)")
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--quick", action="store_true", help="smoke size (the same as XDLEARN_QUICK=1)")
+    how.add_argument("--executed", type=Path, metavar="DIR",
+                     help="build from the lessons a test run executed and saved in DIR (XDLEARN_SAVE_EXECUTED); "
+                          "nothing is executed, the size is the one they ran at")
     parser.add_argument("--all", action="store_true", help="re-read every page (executed lessons stay cached)")
     parser.add_argument("--no-strict", dest="strict", action="store_false", help="do not treat warnings as errors")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    size = "smoke" if quick_requested(args) else "teaching"
-    kernel_environment()
-    previous = json.loads(STAMP.read_text()).get("size") if STAMP.exists() else None
-    fresh = args.all or previous != size   # the same sources at another size: every page must be re-read
-    print(f"building the book at the {size} size{' (every page)' if fresh else ''}")
     try:
+        size, book, fresh = plan(args)
+        source = f" from the lessons executed in {args.executed}" if args.executed else ""
+        print(f"building the book at the {size} size{source}{' (every page)' if fresh else ''}")
         prepare_static()
         STAMP.unlink(missing_ok=True)
-        run_sphinx(size, fresh, args.strict)
+        run_sphinx(size, fresh, args.strict, book=book, execute=not args.executed)
         pages = check_site()
     except BuildError as error:
         print(f"book build FAILED: {error}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started
-    STAMP.write_text(json.dumps({"size": size, "pages": pages, "seconds": round(seconds)}))
-    print(f"book built at the {size} size in {seconds:.0f} s: {pages} pages in {HTML}")
+    STAMP.write_text(json.dumps({"size": size, "pages": pages, "seconds": round(seconds),
+                                 "executed": str(args.executed.resolve()) if args.executed else None}))
+    print(f"book built at the {size} size{source} in {seconds:.0f} s: {pages} pages in {HTML}")
     return 0
 
 

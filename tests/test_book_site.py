@@ -1,6 +1,7 @@
 """The built book, as a reader meets it: served on 127.0.0.1 and opened in Chromium.
 
-Run with ``python -m pytest --book-site tests/test_book_site.py`` after ``python book/build.py`` (or ``--quick``).
+Run with ``python -m pytest --book-site tests/test_book_site.py`` after ``python book/build.py`` (or ``--quick``, or
+``--executed <dir>`` from the lessons a test run saved, as CI does; ``book/_build/xdlearn-build.json`` says which).
 The default test run deselects these tests; with ``--book-site`` and no built site they fail, saying how to build it.
 Chromium is Debian's (``apt-get install chromium``), driven by the ``playwright`` package: no browser download.
 """
@@ -47,7 +48,8 @@ def site() -> str:
     """The built site served on 127.0.0.1 at a free port; its base URL."""
     if not (SITE / "index.html").exists() or not all((SITE / f"{lesson}.html").exists() for lesson in LESSONS):
         pytest.fail(f"the book is not built: {SITE} has no complete site. Build it first with "
-                    f"`python book/build.py --quick` (smoke size) or `python book/build.py` (teaching size).",
+                    f"`python book/build.py --quick` (smoke size), `python book/build.py` (teaching size) or "
+                    f"`python book/build.py --executed <dir>` (the lessons a test run saved).",
                     pytrace=False)
     handler = functools.partial(QuietHandler, directory=str(SITE))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -1,8 +1,10 @@
 """The default corpus: parsing its file quirks, hash verification, caching, and the real data."""
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,22 @@ def test_the_real_corpus_matches_the_published_counts():
         assert set(binary[domain]["domain"]) == {domain}
     assert binary["movies"].features["label"].names == ["negative", "positive"]
     assert not any("&amp;" in t for t in binary["tweets"]["text"])
+
+
+def test_two_processes_fetching_at_once_fetch_once_and_both_get_the_whole_folder(tmp_path):
+    """Parallel tests or two open lessons on a fresh machine: the second waits for the first's fetch and uses it."""
+    target, calls = tmp_path / "cache" / "thing", []
+
+    def slow_fetch(folder: Path) -> None:
+        calls.append(folder)
+        with corpus.staged(folder) as staging:
+            time.sleep(0.5)                      # long enough for the other caller to arrive meanwhile
+            (staging / "file.txt").write_text("whole")
+
+    def problem_of(folder: Path):
+        return None if (folder / "file.txt").read_text() == "whole" else "truncated"
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:   # flock locks per open file: threads contend like processes
+        results = list(pool.map(lambda _: corpus.cached(target, problem_of, slow_fetch, "thing"), range(2)))
+    assert results == [target, target] and len(calls) == 1
+    assert (target / "file.txt").read_text() == "whole"

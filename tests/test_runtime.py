@@ -1,7 +1,9 @@
 """How many threads torch is given: a container's CPU quota, not the host's core count."""
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,3 +58,26 @@ def test_set_threads_uses_the_environment_variable_then_the_available_cores(monk
         assert runtime.set_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def root_conftest():
+    """The checkout's root conftest.py, loaded afresh by path (tests/ has a conftest of its own)."""
+    spec = importlib.util.spec_from_file_location("root_conftest", Path(__file__).resolve().parent.parent / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("cores, available_kb, expected", [
+    (2, 24_000_000, 2),    # this machine: a worker per core
+    (8, 6_000_000, 2),     # many cores, 6 GB free: two workers of 2.5 GB each
+    (4, 1_000_000, 1),     # short of memory: one worker still runs
+])
+def test_pytest_n_auto_runs_a_worker_per_core_as_memory_allows(tmp_path, monkeypatch, cores, available_kb, expected):
+    root = root_conftest()
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       32000000 kB\nMemFree:          500000 kB\nMemAvailable:   {available_kb} kB\n")
+    read = root._free_memory_bytes
+    monkeypatch.setattr(root, "_free_memory_bytes", lambda: read(str(meminfo)))
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+    assert root.pytest_xdist_auto_num_workers(config=None) == expected

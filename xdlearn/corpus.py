@@ -22,6 +22,11 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+try:
+    import fcntl          # POSIX advisory locks; without them (Windows) concurrent first fetches are not serialised
+except ImportError:       # pragma: no cover
+    fcntl = None
+
 SDIST_NAME = "vaderSentiment-3.3.2.tar.gz"
 SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -171,9 +176,37 @@ def _adopt_published(folder: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def exclusive(target: Path):
+    """An advisory lock on ``target``'s folder: processes fetching into it at once (parallel tests, two lessons) take
+    turns. The folder itself is locked, so no lock file is left in the cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(target.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)   # closing releases the lock
+
+
 def cached(target: Path, problem_of, fetch_into, what: str, refresh: bool = False,
            error: type[Exception] = CorpusError) -> Path:
-    """``target``, verified by ``problem_of``; fetched by ``fetch_into(target)`` on first use, refresh or damage."""
+    """``target``, verified by ``problem_of``; fetched by ``fetch_into(target)`` on first use, refresh or damage.
+
+    The check is repeated under :func:`exclusive`, so a process that waited for another's fetch uses its result.
+    """
+    if target.exists() and not refresh and problem_of(target) is None:
+        return target
+    with exclusive(target):
+        return _fetch_unless_whole(target, problem_of, fetch_into, what, refresh, error)
+
+
+def _fetch_unless_whole(target: Path, problem_of, fetch_into, what: str, refresh: bool,
+                        error: type[Exception]) -> Path:
+    """The body of :func:`cached`, run while holding the lock."""
     problem = None if refresh or not target.exists() else problem_of(target)
     if target.exists() and not refresh and problem is None:
         return target

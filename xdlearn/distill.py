@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -228,7 +229,7 @@ def cache_teacher_logits(teacher: nn.Module, ds: Dataset, tokenizer, cache_dir: 
     else:
         logits = predict(teacher, ds, tokenizer, batch_size=batch_size, max_length=max_length)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = folder / f".{key}.{os.getpid()}.tmp.npy"   # one per process: two writers never share a file
         np.save(tmp, logits)
         tmp.replace(path)
     return with_teacher_logits(ds, logits)

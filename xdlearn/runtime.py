@@ -10,6 +10,7 @@ import gc
 import os
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,10 +33,10 @@ def set_seed(seed: int) -> None:
 def _cgroup_cpu_limit(v2: str = CGROUP_V2_CPU, v1: tuple[str, str] = CGROUP_V1_CPU) -> float | None:
     """The CPUs a container's quota allows (e.g. 2.0), or None without one: Linux still shows every host core."""
     try:
-        quota, period = open(v2).read().split()[:2]
+        quota, period = Path(v2).read_text().split()[:2]
     except (OSError, ValueError):
         try:
-            quota, period = (open(path).read().strip() for path in v1)
+            quota, period = (Path(path).read_text().strip() for path in v1)
         except (OSError, ValueError):
             return None
     if quota in ("max", "-1") or float(period) <= 0:
