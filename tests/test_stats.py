@@ -12,6 +12,7 @@ from xdlearn import stats
 def test_mean_sd_and_format_use_the_sample_standard_deviation():
     assert stats.mean_sd([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert stats.fmt([0.81, 0.82, 0.83]) == "0.820 ± 0.010 (n=3)"
+    assert stats.fmt([0.975, 0.984, 0.993], digits=1, scale=100, unit="%") == "98.4 ± 0.9% (n=3)"
 
 
 def test_compare_gives_the_standard_error_of_a_difference_of_means():

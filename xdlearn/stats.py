@@ -24,10 +24,14 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def fmt(values: Sequence[float], digits: int = 3) -> str:
-    """``"0.812 ± 0.010 (n=3)"``: how every comparison in the lessons is reported."""
+def fmt(values: Sequence[float], digits: int = 3, scale: float = 1.0, unit: str = "") -> str:
+    """``"0.812 ± 0.010 (n=3)"``: how every comparison in the lessons is reported.
+
+    ``scale`` and ``unit`` print shares as percentages (``scale=100, unit="%"``: ``"98.4 ± 0.5% (n=3)"``) or
+    differences of accuracy as points, so a reader need not convert.
+    """
     mean, sd = mean_sd(values)
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(values)})"
+    return f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}{unit} (n={len(values)})"
 
 
 def compare(a: Sequence[float], b: Sequence[float]) -> dict:
