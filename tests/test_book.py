@@ -150,3 +150,17 @@ def test_a_rebuild_executes_only_the_lesson_that_changed(tmp_path, build_module)
     assert executions(book) == ["second"]
     page = (book / "_build" / "html" / "second.html").read_text(encoding="utf-8")
     assert "second says 3" in page and "second says 2" not in page, "the page does not show the new output"
+
+
+def test_a_cells_printed_lines_show_as_one_output_block(tmp_path, build_module):
+    """Lines a cell prints apart in time arrive as separate stream messages; the page shows them as one block.
+
+    The book's build from saved lessons (``--executed``) merges them when it saves; this is the executing build.
+    """
+    code = "import time\nprint('first line', flush=True)\ntime.sleep(0.5)\nprint('second line', flush=True)"
+    book = small_book(tmp_path, {"streams": code})
+    build_module["run_sphinx"]("teaching", fresh=True, strict=True, book=book)
+    page = (book / "_build" / "html" / "streams.html").read_text(encoding="utf-8")
+    blocks = re.findall(r'<div class="output stream[^"]*">(.*?)</div>', page, flags=re.DOTALL)
+    assert len(blocks) == 1, f"{len(blocks)} stream output blocks for one cell's printed lines"
+    assert "first line" in blocks[0] and "second line" in blocks[0]
